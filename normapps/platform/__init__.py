@@ -1,0 +1,1 @@
+"""The train/infer platform shared by every task: run context, checkpoints, logging, profiling."""

@@ -1,0 +1,70 @@
+"""Experiment loggers: W&B offline by default, CSV, or none; image logging that works for all."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list:
+    """Instantiate the configured logger; W&B honours WANDB_MODE over the config's ``offline``."""
+    if logger_cfg is None or logger_cfg.get("_target_") in (None, "null"):
+        return []
+    cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+    if cfg["_target_"].endswith("WandbLogger"):
+        mode = os.environ.get("WANDB_MODE", "").lower()
+        if mode in ("online", "run"):
+            cfg["offline"] = False
+        elif mode in ("offline", "dryrun", "disabled"):
+            cfg["offline"] = True
+        Path(cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
+    return [instantiate(cfg)]
+
+
+def log_hyperparams(loggers: Sequence, cfg: DictConfig) -> None:
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(params)
+
+
+def finish_loggers(loggers: Sequence) -> None:
+    """Close every logger; finishing W&B keeps multirun jobs from sharing one run."""
+    for lg in loggers:
+        lg.finalize("success")
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        pass
+
+
+def log_image(module, key: str, image: torch.Tensor, *, caption: str | None = None) -> Path | None:
+    """Log a (3, H, W) image in [0, 1] to every logger that takes images, and save it as PNG
+    under ``<run dir>/images/`` so CSV and no-logger runs keep their samples too."""
+    from torchvision.utils import save_image
+
+    trainer = getattr(module, "_trainer", None)
+    step = trainer.global_step if trainer is not None else 0
+    image = image.detach().float().clamp(0, 1).cpu()
+    path = None
+    if trainer is not None and trainer.is_global_zero:
+        out = Path(trainer.default_root_dir) / "images"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{key.replace('/', '_')}_step{step:07d}.png"
+        save_image(image, path)
+    for lg in getattr(module, "loggers", []) or []:
+        if hasattr(lg, "log_image"):
+            kwargs: dict[str, Any] = {"key": key, "images": [image], "step": None}
+            if caption:
+                kwargs["caption"] = [caption]
+            lg.log_image(**kwargs)
+    return path

@@ -1,0 +1,1 @@
+"""One sub-package per application; each exposes its LightningModule, runner and infer entry."""

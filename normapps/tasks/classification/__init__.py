@@ -1,0 +1,4 @@
+"""Image classification with a configurable norm everywhere: the normalization study task."""
+from normapps.tasks.classification.module import ClassificationModule
+
+__all__ = ["ClassificationModule"]

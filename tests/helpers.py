@@ -1,0 +1,35 @@
+"""Run the real CLIs (train.py / infer.py) in a subprocess, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(script: str, *overrides: str, timeout: int = 600, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python <script> <overrides>`` from the repo root; raise with its output on failure."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_SILENT": "true",
+                "PYTHONWARNINGS": "ignore", **(env or {})}
+    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def train(run_dir: Path, *overrides: str, **kw) -> dict:
+    """A short training run through train.py; returns its summary.json."""
+    run_cli("train.py", f"hydra.run.dir={run_dir}", *overrides, **kw)
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def infer(output_dir: Path, *overrides: str, **kw) -> subprocess.CompletedProcess:
+    return run_cli("infer.py", f"output_dir={output_dir}", *overrides, **kw)
