@@ -1,0 +1,27 @@
+"""Shared normalization core: area partitioning x operation x recovery.
+
+See :func:`build_norm` / :func:`describe_norms` for the kinds; plain kinds are the exact torch
+modules, the rest are small modules reusing :mod:`.recovery`.
+"""
+
+from .analysis import ScaleInvarianceMonitor, scale_invariant_layers, snd
+from .bn_tools import bn_modules, fold_bn, freeze_bn, recalibrate_bn, unfreeze_bn
+from .conditional import ConditionalBatchNorm, ConditionalInstanceNorm, SelfModulatedBatchNorm
+from .domain import DomainBatchNorm, convert_to_domain_bn, domain_context, set_domain
+from .factory import NORM_REGISTRY, NormSpec, build_norm, describe_norms, norm_kinds
+from .recovery import ChannelAffine, ConditionalAffine, modulate
+from .style import adain, adain_from_stats, calc_mean_std, wct
+from .weight import apply_spectral_norm, apply_weight_norm, spectral_norm_estimates
+from .whitening import BatchWhitening, IterNorm
+
+__all__ = [
+    "build_norm", "describe_norms", "norm_kinds", "NORM_REGISTRY", "NormSpec",
+    "ChannelAffine", "ConditionalAffine", "modulate",
+    "BatchWhitening", "IterNorm",
+    "ConditionalBatchNorm", "ConditionalInstanceNorm", "SelfModulatedBatchNorm",
+    "DomainBatchNorm", "set_domain", "domain_context", "convert_to_domain_bn",
+    "calc_mean_std", "adain", "adain_from_stats", "wct",
+    "apply_spectral_norm", "apply_weight_norm", "spectral_norm_estimates",
+    "bn_modules", "recalibrate_bn", "fold_bn", "freeze_bn", "unfreeze_bn",
+    "snd", "ScaleInvarianceMonitor", "scale_invariant_layers",
+]
