@@ -10,6 +10,7 @@ from .conditional import ConditionalBatchNorm, ConditionalInstanceNorm, SelfModu
 from .domain import DomainBatchNorm, convert_to_domain_bn, domain_context, set_domain
 from .factory import NORM_REGISTRY, NormSpec, build_norm, describe_norms, norm_kinds
 from .recovery import ChannelAffine, ConditionalAffine, modulate
+from .test_time import use_batch_stats, use_running_stats, uses_batch_stats
 from .style import adain, adain_from_stats, calc_mean_std, wct
 from .weight import apply_spectral_norm, apply_weight_norm, spectral_norm_estimates
 from .whitening import BatchWhitening, IterNorm
@@ -23,5 +24,6 @@ __all__ = [
     "calc_mean_std", "adain", "adain_from_stats", "wct",
     "apply_spectral_norm", "apply_weight_norm", "spectral_norm_estimates",
     "bn_modules", "recalibrate_bn", "fold_bn", "freeze_bn", "unfreeze_bn",
+    "use_batch_stats", "use_running_stats", "uses_batch_stats",
     "snd", "ScaleInvarianceMonitor", "scale_invariant_layers",
 ]
