@@ -61,3 +61,25 @@ def test_scale_invariance_monitor_logs(tmp_path):
     assert abs(float(metrics["scale_inv/net.0/weight_norm"]) - w) < 1e-4
     assert abs(float(metrics["scale_inv/net.0/eff_lr"]) - 0.5 / w**2) < 1e-4
     assert not any("net.4" in k for k in metrics)
+
+
+class _NoVmap(nn.Module):
+    """BN that vmap cannot run (data-dependent Python branch): exercises the loop fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        if float(x.sum()) == 1234.5:
+            return x
+        return self.bn(x)
+
+
+def test_snd_vmap_and_loop_paths_agree():
+    feats = _features()
+    kw = dict(batch_size=3, num_batches=4, num_examples=4)
+    a = snd(nn.BatchNorm2d(4), feats, **kw, generator=torch.Generator().manual_seed(1))
+    b = snd(_NoVmap(), feats, **kw, generator=torch.Generator().manual_seed(1))
+    assert a > 0.1
+    assert abs(a - b) < 1e-5

@@ -155,3 +155,19 @@ def test_bn_modules_finds_private_and_subclass_bns():
     names = [n for n, _ in bn_modules(model)]
     assert names == ["0", "1.0"]
     assert all(isinstance(m, _BatchNorm) for _, m in bn_modules(model))
+
+
+def test_fold_bn_leaves_domain_branches_alone():
+    from normapps.norm import convert_to_domain_bn, domain_context
+
+    torch.manual_seed(0)
+    model = convert_to_domain_bn(_randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))), 2)
+    with torch.no_grad():
+        model[1].bns[1].running_mean.add_(1.0)
+    model.eval()
+    folded = fold_bn(model)
+    assert len(bn_modules(folded)) == 2
+    x = torch.randn(2, 3, 4, 4)
+    for d in (0, 1):
+        with domain_context(model, d), domain_context(folded, d):
+            torch.testing.assert_close(folded(x), model(x))

@@ -49,19 +49,31 @@ def snd(
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     layer = copy.deepcopy(layer).train()
     examples = torch.randperm(n, generator=generator)[: min(num_examples, n)]
-    disturbances = []
+    e = examples.numel()
+    # (E, s, batch_size - 1) indices of other samples: rank i among the n - 1 others of
+    # example x maps to i, or i + 1 once past x's own index.
+    picks = torch.rand(e, num_batches, n - 1, generator=generator).argsort(dim=2)[..., : batch_size - 1]
+    picks = picks + (picks >= examples[:, None, None]).long()
+    idx = torch.cat([picks, examples[:, None, None].expand(e, num_batches, 1)], dim=2)
+    batches = features[idx.flatten(0, 1)]  # (E*s, batch_size, C, ...), x last in each batch
     with torch.no_grad():
-        for e in examples.tolist():
-            others = torch.cat([torch.arange(e), torch.arange(e + 1, n)])
-            # s batches drawn at once: (s, batch_size - 1) indices into the other samples.
-            picks = torch.rand(num_batches, n - 1, generator=generator).argsort(dim=1)[:, : batch_size - 1]
-            outs = []
-            for idx in others[picks]:  # one forward per batch: batch statistics must not mix
-                batch = torch.cat([features[idx], features[e : e + 1]])
-                outs.append(layer(batch)[-1].flatten())
-            g = torch.stack(outs).double()  # (s, D)
-            disturbances.append((g - g.mean(0)).norm(dim=1).mean())
-    return float(torch.stack(disturbances).mean())
+        out = _per_batch(layer, batches)[:, -1]  # x's output in every batch
+    g = out.reshape(e, num_batches, -1).double()
+    return float((g - g.mean(1, keepdim=True)).norm(dim=2).mean())
+
+
+def _per_batch(layer: nn.Module, batches: torch.Tensor) -> torch.Tensor:
+    """Run ``layer`` on each batch separately (statistics must not mix across batches).
+
+    vmap does all batches in one call (hundreds of tiny forwards are slow on busy CPUs); BN
+    running-stat updates can't run under vmap, so they are switched off on this throwaway
+    copy. Layers vmap can't handle fall back to one forward per batch.
+    """
+    try:
+        torch.func.replace_all_batch_norm_modules_(layer)
+        return torch.func.vmap(layer, randomness="different")(batches)
+    except Exception:
+        return torch.stack([layer(b) for b in batches])
 
 
 def scale_invariant_layers(model: nn.Module) -> list[str]:

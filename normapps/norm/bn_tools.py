@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+from .domain import DomainBatchNorm
+
 __all__ = ["bn_modules", "recalibrate_bn", "fold_bn", "freeze_bn", "unfreeze_bn"]
 
 
@@ -205,6 +207,14 @@ def _fold_pair(layer: nn.Module, bn: _BatchNorm) -> None:
     layer.bias = bias
 
 
+def _inside_domain_bn(root: nn.Module, name: str) -> bool:
+    parts = name.split(".")
+    return any(
+        isinstance(root.get_submodule(".".join(parts[:i])), DomainBatchNorm)
+        for i in range(1, len(parts))
+    )
+
+
 def fold_bn(model: nn.Module) -> nn.Module:
     """Deep copy of ``model`` in eval mode with every foldable BN merged into its producer.
 
@@ -218,6 +228,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
             layer, bn = folded.get_submodule(layer_name), folded.get_submodule(bn_name)
             if bn.running_mean is None or bn.running_var is None:
                 continue  # batch-statistics-only BN has nothing fixed to fold
+            if _inside_domain_bn(folded, bn_name):
+                continue  # one shared conv can't absorb several domains' statistics
             out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
             if out != bn.num_features:
                 continue
