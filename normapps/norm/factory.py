@@ -97,7 +97,8 @@ def _with_dim(cls: type[nn.Module]) -> Callable[..., nn.Module]:
     return build
 
 
-def _cond_instance(num_features: int, *, dim: int = 2, **kw: Any) -> nn.Module:
+def _cond_instance(num_features: int, *, dim: int = 2, momentum: Any = None, **kw: Any) -> nn.Module:
+    # momentum accepted and ignored (no running stats), like "group"/"layer".
     return ConditionalInstanceNorm(num_features, **kw)
 
 
