@@ -1,0 +1,219 @@
+"""``python train.py task=slimming``: trained -> sparsified -> pruned -> fine-tuned, with a table.
+
+Each training stage gets its own Trainer (``ctx.build_trainer(stage=...)``, checkpoints under
+``checkpoints/<stage>/``). The pruned network is a smaller dense model; its checkpoints record
+the BN widths, so ``python infer.py task=slimming ckpt_path=...`` rebuilds it without the
+original.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from normapps.norm import recalibrate_bn
+from normapps.platform.checkpoint import safe_load
+from normapps.platform.context import RunContext
+from normapps.platform.runner import checkpoint_paths
+from normapps.platform.summary import markdown_table, write_table
+from normapps.tasks.slimming.module import SlimmingModule
+from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
+from normapps.tasks.slimming.report import evaluate_accuracy, model_cost, side_by_side_latency
+from normapps.tasks.slimming.sparsity import BNSparsity
+
+log = logging.getLogger(__name__)
+
+STAGES = ("trained", "sparsified", "pruned", "finetuned")
+
+
+def validate_options(sl: DictConfig) -> dict[str, Any]:
+    """Check every slimming.* option before any work; errors name the key."""
+    opts = {
+        "s": float(sl.s), "ratio": float(sl.ratio), "min_channels": int(sl.min_channels),
+        "epochs": {k: int(sl.epochs.get(k, 0)) for k in ("trained", "sparsified", "finetuned")},
+        "finetune_lr": None if sl.get("finetune_lr") is None else float(sl.finetune_lr),
+        "recalibrate_bn": bool(sl.recalibrate_bn),
+        "recalibrate_batches": sl.get("recalibrate_batches"),
+        "latency_batch_sizes": [int(b) for b in sl.latency_batch_sizes],
+        "latency_rounds": int(sl.latency_rounds), "latency_repeats": int(sl.latency_repeats),
+    }
+    if opts["s"] < 0:
+        raise ValueError(f"slimming.s must be >= 0, got {opts['s']}")
+    if not 0.0 <= opts["ratio"] < 1.0:
+        raise ValueError(f"slimming.ratio must be in [0, 1), got {opts['ratio']}")
+    if opts["min_channels"] < 1:
+        raise ValueError(f"slimming.min_channels must be >= 1, got {opts['min_channels']}")
+    for k, v in opts["epochs"].items():
+        if v < 0:
+            raise ValueError(f"slimming.epochs.{k} must be >= 0, got {v}")
+    if opts["epochs"]["trained"] + opts["epochs"]["sparsified"] == 0:
+        raise ValueError("slimming.epochs.trained and slimming.epochs.sparsified are both 0: "
+                         "nothing would be trained before pruning")
+    if opts["finetune_lr"] is not None and opts["finetune_lr"] <= 0:
+        raise ValueError(f"slimming.finetune_lr must be > 0, got {opts['finetune_lr']}")
+    if not opts["latency_batch_sizes"] or min(opts["latency_batch_sizes"]) < 1:
+        raise ValueError(f"slimming.latency_batch_sizes must be positive, got {opts['latency_batch_sizes']}")
+    return opts
+
+
+def _fit_stage(ctx: RunContext, module: SlimmingModule, datamodule, stage: str, epochs: int,
+               *, callbacks=(), keep: str = "best") -> dict[str, str | None]:
+    """Train one stage; leave ``module`` holding the ``keep`` ("best" or "last") weights."""
+    module.stage = stage
+    module.train()  # Lightning keeps the modes it finds; pruning and evaluation leave eval mode
+    trainer = ctx.build_trainer(stage=stage, max_epochs=epochs, extra_callbacks=list(callbacks))
+    trainer.fit(module, datamodule=datamodule)
+    paths = checkpoint_paths(trainer)
+    if keep == "best" and paths["best_checkpoint"]:
+        module.load_state_dict(safe_load(paths["best_checkpoint"])["state_dict"])
+    return paths
+
+
+def save_module(module: pl.LightningModule, path: Path) -> Path:
+    """A checkpoint of ``module`` alone, in the format Lightning writes (loads weights_only)."""
+    ckpt: dict[str, Any] = {"state_dict": module.state_dict(),
+                            "hyper_parameters": dict(module.hparams),
+                            "pytorch-lightning_version": pl.__version__}
+    module.on_save_checkpoint(ckpt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def _log_table(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in ctx.loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            cols = list(rows[0])
+            lg.experiment.log({"slimming/stages": wandb.Table(
+                columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    if cfg.get("ckpt_path"):
+        raise ValueError("task=slimming runs several stages and cannot resume from ckpt_path; "
+                         "start a new run")
+    opts = validate_options(cfg.slimming)
+    datamodule = ctx.build_datamodule()
+    module = ctx.build_module()
+    if not isinstance(module, SlimmingModule):
+        raise ValueError(f"task=slimming needs model._target_ normapps.tasks.slimming.SlimmingModule, "
+                         f"got {type(module).__name__}")
+    if not prunable_bns(module.net):
+        raise ValueError(f"model.arch={module.hparams.arch} with model.norm={module.hparams.norm} "
+                         "has no BatchNorm scales to slim; use model.norm=batch")
+    module.image_size = int(datamodule.image_size)
+    datamodule.setup("fit")
+    input_shape = (module.hparams.in_channels, module.image_size, module.image_size)
+    example = torch.randn(1, *input_shape)
+
+    snapshots: dict[str, torch.nn.Module] = {}
+    accuracy: dict[str, float] = {}
+    checkpoints: dict[str, Any] = {}
+
+    def record(stage: str) -> None:
+        accuracy[stage] = evaluate_accuracy(module.net, datamodule.test_dataloader(),
+                                            device=module.device)
+        snapshots[stage] = copy.deepcopy(module.net).cpu().eval()
+        log.info("slimming %s: test accuracy %.4f", stage, accuracy[stage])
+
+    # 1. plain training (the unpruned reference)
+    if opts["epochs"]["trained"] > 0:
+        checkpoints["trained"] = _fit_stage(ctx, module, datamodule, "trained", opts["epochs"]["trained"])
+        record("trained")
+    # 2. sparsity training; keep the last weights, the sparsest (best-by-val would favour early ones)
+    if opts["epochs"]["sparsified"] > 0:
+        checkpoints["sparsified"] = _fit_stage(
+            ctx, module, datamodule, "sparsified", opts["epochs"]["sparsified"],
+            callbacks=[BNSparsity(s=opts["s"])], keep="last")
+        record("sparsified")
+    # 3. pruning: one global |gamma| threshold, physical removal
+    net = module.net.cpu().eval()
+    plan = make_plan(net, example, ratio=opts["ratio"], min_channels=opts["min_channels"])
+    masked = masked_copy(net, plan.keep).eval()
+    apply_plan(net, example, plan.keep)
+    with torch.no_grad():
+        probe = next(iter(datamodule.val_dataloader()))[0][:32]
+        mask_diff = float((net(probe) - masked(probe)).abs().max())
+    del masked
+    log.info("pruned %.1f%% of BN channels (threshold %.3g); |pruned - masked| max %.2e",
+             100 * plan.pruned_fraction(), plan.threshold, mask_diff)
+    if opts["recalibrate_bn"]:
+        recalibrate_bn(net, datamodule.train_dataloader(), max_batches=opts["recalibrate_batches"])
+    module.stage = "pruned"
+    record("pruned")
+    pruned_ckpt = save_module(module, ctx.output_dir / "checkpoints" / "pruned" / "pruned.ckpt")
+    checkpoints["pruned"] = {"best_checkpoint": str(pruned_ckpt), "last_checkpoint": str(pruned_ckpt)}
+    # 4. fine-tuning the smaller dense network
+    if opts["epochs"]["finetuned"] > 0:
+        if opts["finetune_lr"] is not None:
+            module.hparams.lr = opts["finetune_lr"]
+        checkpoints["finetuned"] = _fit_stage(ctx, module, datamodule, "finetuned", opts["epochs"]["finetuned"])
+        record("finetuned")
+
+    rows = stage_rows(snapshots, accuracy, input_shape, opts)
+    csv_path, md_path = write_table(ctx.output_dir, "slimming", rows)
+    log.info("slimming table (%s):\n%s", md_path, markdown_table(rows))
+    _log_table(ctx, rows)
+
+    final = checkpoints.get("finetuned", checkpoints["pruned"])
+    metrics: dict[str, Any] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "stage":
+                metrics[f"{row['stage']}/{key}"] = value
+    last_stage = rows[-1]["stage"]
+    metrics["test/acc"] = accuracy[last_stage]
+    metrics["pruning/pruned_fraction"] = plan.pruned_fraction()
+    metrics["pruning/mask_max_abs_diff"] = mask_diff
+    return {
+        "metrics": metrics,
+        "best_checkpoint": final["best_checkpoint"],
+        "last_checkpoint": final["last_checkpoint"],
+        "stages": rows,
+        "stage_checkpoints": checkpoints,
+        "pruning": {**plan.summary(), "min_channels": opts["min_channels"],
+                    "recalibrate_bn": opts["recalibrate_bn"]},
+        "table": {"csv": str(csv_path), "markdown": str(md_path)},
+        "machine": machine_description(),
+    }
+
+
+def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float],
+               input_shape: tuple[int, ...], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    example = torch.randn(1, *input_shape)
+    timing = side_by_side_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
+                                  rounds=opts["latency_rounds"], repeats=opts["latency_repeats"])
+    gpu = {}
+    if torch.cuda.is_available():
+        gpu = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
+                                   batch_sizes=opts["latency_batch_sizes"], device="cuda",
+                                   rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
+                                   prefix="gpu_latency_ms")
+    ref = next(iter(snapshots))
+    rows = []
+    for stage, net in snapshots.items():
+        row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage], **model_cost(net, example),
+                               **timing[stage], **gpu.get(stage, {})}
+        for b in opts["latency_batch_sizes"]:
+            row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / timing[stage][f"latency_ms_bs{b}"]
+        rows.append(row)
+    return rows
+
+
+def machine_description() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
