@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.bundled import load_digits_tensors
-from normapps.data.samplers import EpochSeededRandomSampler
+from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "usps": 10, "svhn": 10, "cifar10": 10}
 TORCHVISION_SETS = ("mnist", "usps", "svhn", "cifar10")
@@ -136,7 +136,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, *, train: bool) -> DataLoader:
         if train:
-            return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
+            return ResumableDataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
                               sampler=EpochSeededRandomSampler(len(ds), seed=self.seed),
                               drop_last=len(ds) >= self.batch_size)
         return DataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers)

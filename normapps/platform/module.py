@@ -60,6 +60,17 @@ class NormappsModule(pl.LightningModule):
         if rng is not None:
             _set_rng_state(rng)
 
+    def on_train_start(self) -> None:
+        # Lightning restores the train loader's position only if the loader was built after the
+        # checkpoint was read; `trainer.estimated_stepping_batches` (LR schedules) builds it
+        # earlier, and the saved position would be dropped. Hand it over here instead, before the
+        # first batch is drawn, so a resumed run continues mid-epoch exactly.
+        fit_loop = self.trainer.fit_loop
+        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
+        if pending and fit_loop._combined_loader is not None:
+            fit_loop._combined_loader._load_state_dicts(pending)
+            fit_loop._combined_loader_states_to_load = []
+
     @classmethod
     def from_checkpoint_dict(cls, checkpoint: dict[str, Any]) -> "NormappsModule":
         """Rebuild from an already safely-loaded checkpoint dict (override if the architecture
