@@ -1,0 +1,77 @@
+"""infer.py's GAN runner: PNG samples, one grid, optional latent interpolation strip."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torchvision.utils import make_grid, save_image
+
+from normapps.platform.checkpoint import load_module
+
+
+def _validate(cfg: DictConfig) -> None:
+    if not cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path=<checkpoint of a task=gan run> is required")
+    if int(cfg.num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    if int(cfg.interpolate_steps) < 2:
+        raise ValueError(f"interpolate_steps must be >= 2, got {cfg.interpolate_steps}")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latent rows a and b at fractions t (Gaussian latents
+    keep their norm along the path, unlike a straight line)."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    t = t.view(-1, 1)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    _validate(cfg)
+    module = load_module(cfg.ckpt_path, expected_task="gan").to(device)
+    k = module.num_cond
+    label = cfg.get("label")
+    if label is not None:
+        if not k:
+            raise ValueError("label=... needs a class-conditional checkpoint (model.conditional=true)")
+        if not 0 <= int(label) < k:
+            raise ValueError(f"label must be in [0, {k - 1}], got {label}")
+    use_ema = bool(cfg.use_ema)
+    if use_ema and module.G_ema is None:
+        raise ValueError("use_ema=true but this checkpoint has no EMA generator (ema_decay=0); pass use_ema=false")
+    if use_ema:
+        # The EMA copies the live BN statistics at every step; re-estimate them for its weights.
+        module.recalibrate_ema()
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    n = int(cfg.num_samples)
+    labels = torch.full((n,), int(label), dtype=torch.long) if label is not None else None
+    z, y = module.sample_latent(n, generator=gen, labels=labels)
+    bs = int(cfg.batch_size)
+    images = torch.cat([module.sample(z[i:i + bs], None if y is None else y[i:i + bs], use_ema=use_ema)
+                        for i in range(0, n, bs)])
+    sample_dir = output_dir / "samples"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        save_image(img, sample_dir / f"sample_{i:05d}.png")
+    grid_path = output_dir / "grid.png"
+    save_image(make_grid(images, nrow=int(cfg.grid_nrow), padding=1), grid_path)
+    result: dict[str, Any] = {"num_samples": n, "samples_dir": str(sample_dir), "grid": str(grid_path),
+                              "generator": "ema" if use_ema else "raw", "label": label,
+                              "seed": int(cfg.seed)}
+    if cfg.interpolate:
+        rows, steps = int(cfg.interpolate_rows), int(cfg.interpolate_steps)
+        ends, ey = module.sample_latent(2 * rows, generator=gen,
+                                        labels=None if labels is None else labels[:1].repeat(2 * rows))
+        t = torch.linspace(0, 1, steps, device=ends.device)
+        path = torch.cat([slerp(ends[2 * r].expand(steps, -1), ends[2 * r + 1].expand(steps, -1), t)
+                          for r in range(rows)])
+        py = None if ey is None else ey[:1].repeat(rows * steps)
+        strip = module.sample(path, py, use_ema=use_ema)
+        strip_path = output_dir / "interpolation.png"
+        save_image(make_grid(strip, nrow=steps, padding=1), strip_path)
+        result["interpolation"] = str(strip_path)
+    return result

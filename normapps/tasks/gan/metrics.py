@@ -1,0 +1,214 @@
+"""FID / KID / IS through torchmetrics, on InceptionV3 from a local file or, offline, on a
+feature network the project trains on the same real data.
+
+The fallback's numbers are logged as ``fid_local`` / ``kid_local`` / ``is_local``: they rank
+models trained on the same data against each other, and are not comparable with published FID.
+Features are extracted once per batch and fed to the three metrics through an identity
+"feature extractor", so the network runs once instead of three times.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normapps.platform.checkpoint import safe_load
+
+log = logging.getLogger(__name__)
+
+
+class LocalFeatureNet(nn.Module):
+    """Small CNN for [0, 1] images: ``forward`` returns (features (N, 128), logits (N, K))."""
+
+    num_features = 128
+
+    def __init__(self, *, channels: int, num_outputs: int) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                    nn.MaxPool2d(2)]
+
+        # Small on purpose: it is trained on CPU before the first evaluation of every new
+        # dataset (then cached), and only has to rank generators trained on that data.
+        self.body = nn.Sequential(*stage(channels, 32), *stage(32, 64), *stage(64, 128),
+                                  nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(128, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x * 2 - 1)
+        return f, self.head(f)
+
+
+def _rotations(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-supervised targets for unlabelled data: each image rotated by k*90 degrees."""
+    k = torch.randint(0, 4, (x.shape[0],), generator=generator)
+    out = x.clone()
+    for r in range(1, 4):  # four rotations, each applied to its whole sub-batch at once
+        mask = k == r
+        if mask.any():
+            out[mask] = torch.rot90(x[mask], r, dims=(2, 3))
+    return out, k
+
+
+def train_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, steps: int,
+                            seed: int, batch_size: int = 64, lr: float = 1e-3) -> LocalFeatureNet:
+    """Train on the real images: class labels when there are any, else rotation prediction."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    supervised = labels is not None and int(labels.max()) > 0
+    net = LocalFeatureNet(channels=images.shape[1], num_outputs=int(labels.max()) + 1 if supervised else 4)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=g)
+        x = images[idx]
+        if supervised:
+            y = labels[idx]
+        else:
+            x, y = _rotations(x, g)
+        # Small random shifts make the features less sensitive to exact pixel positions.
+        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+        loss = F.cross_entropy(net(x)[1], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+    net.supervised = supervised
+    return net
+
+
+def data_fingerprint(images: torch.Tensor) -> str:
+    """Cheap content hash so a cached network is only reused for the same real data."""
+    sample = images[:: max(len(images) // 64, 1)].float().mul(255).round().to(torch.uint8)
+    h = hashlib.sha1(sample.numpy().tobytes())
+    h.update(str(tuple(images.shape)).encode())
+    return h.hexdigest()[:12]
+
+
+def get_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, steps: int, seed: int,
+                          cache_dir: str | Path | None) -> LocalFeatureNet:
+    """Load the cached network for these images, or train it (and cache it)."""
+    key = f"gan_local_features_{data_fingerprint(images)}_s{steps}_seed{seed}.pt"
+    path = Path(cache_dir) / key if cache_dir else None
+    supervised = labels is not None and int(labels.max()) > 0
+    if path is not None and path.is_file():
+        state = safe_load(path)
+        net = LocalFeatureNet(channels=images.shape[1], num_outputs=state["head.weight"].shape[0])
+        net.load_state_dict(state)
+        net.eval()
+        net.supervised = supervised
+        log.info("local feature network loaded from %s", path)
+        return net
+    log.info("training the local feature network (%d steps) for fid_local/kid_local", steps)
+    net = train_local_feature_net(images, labels, steps=steps, seed=seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(net.state_dict(), tmp)
+        tmp.replace(path)
+    return net
+
+
+class _Precomputed(nn.Identity):
+    """Lets torchmetrics take already-extracted features as its "images"."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's FID InceptionV3 from a local weights file; [0, 1] floats in,
+    (pool3 features (N, 2048), unbiased logits (N, 1008)) out."""
+
+    num_features = 2048
+
+    def __init__(self, weights_path: str | Path) -> None:
+        super().__init__()
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"metrics.inception_weights: no such file {path}")
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+        except ImportError as err:
+            raise ModuleNotFoundError(
+                "metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
+                "without it leave metrics.inception_weights unset to use fid_local") from err
+        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
+                                      feature_extractor_weights_path=str(path))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, logits = self.net((x.clamp(0, 1) * 255).to(torch.uint8))
+        return feats.flatten(1), logits
+
+
+class GANMetrics:
+    """FID, KID and (when the network has class logits) IS for [0, 1] images.
+
+    Real features are kept across evaluations (computed once); fake ones reset each time.
+    """
+
+    def __init__(self, extractor: nn.Module, *, suffix: str, with_is: bool, kid_subset_size: int = 1000,
+                 kid_subsets: int = 50) -> None:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.inception import InceptionScore
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        self.extractor = extractor.eval()
+        for p in self.extractor.parameters():
+            p.requires_grad_(False)
+        self.suffix = suffix
+        n = extractor.num_features
+        self.fid = FrechetInceptionDistance(feature=_Precomputed(n), reset_real_features=False)
+        self.kid = KernelInceptionDistance(feature=_Precomputed(n), reset_real_features=False,
+                                           subset_size=kid_subset_size, subsets=kid_subsets)
+        self.is_ = InceptionScore(feature=nn.Identity(), splits=10) if with_is else None
+        self.kid_subset_size = kid_subset_size
+        self.num_real = 0
+        self.num_fake = 0
+
+    def to(self, device) -> "GANMetrics":
+        for m in (self.extractor, self.fid, self.kid, self.is_):
+            if m is not None:
+                m.to(device)
+        return self
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, logits = self.extractor(images.float())
+        return feats.float(), logits.float()
+
+    def update(self, images: torch.Tensor, *, real: bool) -> None:
+        feats, logits = self._features(images)
+        self.fid.update(feats, real=real)
+        self.kid.update(feats, real=real)
+        if real:
+            self.num_real += len(images)
+        else:
+            self.num_fake += len(images)
+            if self.is_ is not None:
+                self.is_.update(logits)
+
+    def compute(self) -> dict[str, float]:
+        out = {f"fid{self.suffix}": float(self.fid.compute())}
+        self.kid.subset_size = max(2, min(self.kid_subset_size, self.num_real, self.num_fake))
+        kid_mean, _ = self.kid.compute()
+        out[f"kid{self.suffix}"] = float(kid_mean)
+        if self.is_ is not None:
+            out[f"is{self.suffix}"] = float(self.is_.compute()[0])
+        return out
+
+    def reset_fake(self) -> None:
+        # reset_real_features=False keeps the real statistics through reset().
+        self.fid.reset()
+        self.kid.reset()
+        if self.is_ is not None:
+            self.is_.reset()
+        self.num_fake = 0

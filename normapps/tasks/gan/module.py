@@ -1,0 +1,278 @@
+"""LightningModule for GAN training: manual optimization, n_dis D steps per G step, its own
+generator-step counter, linear lr decay, generator EMA, and evaluation (FID/KID/IS, D scores,
+singular values of D, sample grid) at each validation."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid
+
+from normapps.norm import spectral_norm_estimates
+from normapps.platform.logging import log_image
+from normapps.platform.module import NormappsModule
+from normapps.tasks.gan.discriminators import build_discriminator
+from normapps.tasks.gan.ema import ema_update, make_ema, recalibrate_ema_bn
+from normapps.tasks.gan.generators import build_generator
+from normapps.tasks.gan.losses import check_loss, d_loss, g_loss, gradient_penalty
+
+log = logging.getLogger(__name__)
+
+
+class GANModule(NormappsModule):
+    task_name = "gan"
+
+    def __init__(
+        self,
+        *,
+        g_arch: str = "resnet",
+        d_arch: str = "resnet",
+        g_norm: str = "batch",
+        d_norm: str = "spectral",
+        conditional: bool = False,
+        num_classes: int = 0,
+        z_dim: int = 128,
+        g_width: int = 256,
+        d_width: int = 128,
+        image_size: int = 32,
+        channels: int = 3,
+        loss: str = "hinge",
+        gp_weight: float = 10.0,
+        n_dis: int = 5,
+        max_g_steps: int = 50000,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] | list[float] = (0.0, 0.9),
+        lr_decay: str = "linear",
+        grad_clip: float = 0.0,
+        ema_decay: float = 0.999,
+        ema_start: int = 0,
+        use_ema: bool = True,
+        num_eval_samples: int = 1000,
+        eval_batch_size: int = 256,
+        eval_seed: int = 1234,
+        recal_batches: int = 10,
+        grid_size: int = 64,
+        inception_weights: str | None = None,
+        local_feature_steps: int = 600,
+        local_feature_cache: str | None = None,
+        kid_subset_size: int = 1000,
+    ) -> None:
+        super().__init__()
+        check_loss(loss)
+        if conditional and num_classes < 2:
+            raise ValueError(f"model.conditional=true needs a labelled dataset (num_classes={num_classes})")
+        if conditional != (g_norm == "cond_batch"):
+            raise ValueError("class-conditional training pairs model.conditional=true with "
+                             f"model.g_norm=cond_batch (got conditional={conditional}, g_norm={g_norm})")
+        if n_dis < 1 or max_g_steps < 1:
+            raise ValueError(f"n_dis and max_g_steps must be >= 1 (got {n_dis}, {max_g_steps})")
+        if lr_decay not in ("linear", "none"):
+            raise ValueError(f"model.lr_decay must be linear or none, got {lr_decay!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        k = num_classes if conditional else 0
+        self.G = build_generator(g_arch, z_dim=z_dim, num_classes=k, norm=g_norm, image_size=image_size,
+                                 channels=channels, width=g_width)
+        self.D = build_discriminator(d_arch, norm=d_norm, num_classes=k, image_size=image_size,
+                                     channels=channels, width=d_width)
+        self.G_ema = make_ema(self.G) if ema_decay > 0 else None
+        # Counters live in buffers so checkpoints carry them and resume continues the count.
+        self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
+        gen = torch.Generator().manual_seed(eval_seed)
+        self.register_buffer("fixed_z", torch.randn(grid_size, z_dim, generator=gen))
+        self.register_buffer("fixed_y", torch.arange(grid_size) % max(k, 1))
+        self.metrics = None  # built in setup(); kept out of state_dict on purpose
+        self._d_real: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def num_cond(self) -> int:
+        return self.hparams.num_classes if self.hparams.conditional else 0
+
+    def generator(self, use_ema: bool | None = None) -> torch.nn.Module:
+        use_ema = self.hparams.use_ema if use_ema is None else use_ema
+        return self.G_ema if (use_ema and self.G_ema is not None) else self.G
+
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None,
+                      labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.hparams.z_dim, generator=generator, device=self.device if generator is None else "cpu")
+        z = z.to(self.device)
+        if not self.num_cond:
+            return z, None
+        if labels is None:
+            labels = torch.randint(0, self.num_cond, (n,), generator=generator,
+                                   device=self.device if generator is None else "cpu")
+        return z, labels.to(self.device)
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, y: torch.Tensor | None = None, *, use_ema: bool | None = None) -> torch.Tensor:
+        """Images in [0, 1] from latents (eval mode)."""
+        g = self.generator(use_ema)
+        mode = g.training
+        g.eval()
+        try:
+            return (g(z, y).float() + 1) / 2
+        finally:
+            g.train(mode)
+
+    @torch.no_grad()
+    def recalibrate_ema(self) -> None:
+        """Re-estimate the EMA generator's BN statistics from fixed-seed latents."""
+        if self.G_ema is None:
+            return
+        hp = self.hparams
+        gen = torch.Generator().manual_seed(hp.eval_seed + 1)
+        batches = [self.sample_latent(hp.eval_batch_size, generator=gen) for _ in range(hp.recal_batches)]
+        recalibrate_ema_bn(self.G_ema, batches, forward_fn=lambda m, b: m(*b))
+
+    def _cond(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        return y if self.num_cond else None
+
+    # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        if self.metrics is not None or stage not in ("fit", "validate"):
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            raise RuntimeError("the GAN module needs a datamodule (for real images in FID/KID)")
+        from normapps.tasks.gan.metrics import (GANMetrics, InceptionFeatures,
+                                                get_local_feature_net)
+
+        hp = self.hparams
+        if hp.inception_weights:
+            extractor, suffix, with_is = InceptionFeatures(hp.inception_weights), "", True
+        else:
+            x, y = dm.real_tensors(max_items=50000)
+            extractor = get_local_feature_net(x, y if dm.num_classes else None,
+                                              steps=hp.local_feature_steps, seed=0,
+                                              cache_dir=hp.local_feature_cache)
+            suffix, with_is = "_local", bool(getattr(extractor, "supervised", False))
+        self.metrics = GANMetrics(extractor, suffix=suffix, with_is=with_is,
+                                  kid_subset_size=hp.kid_subset_size)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        hp = self.hparams
+        x, y = batch[0] * 2 - 1, self._cond(batch[1])
+        opt_g, opt_d = self.optimizers()
+        n = x.shape[0]
+
+        # Discriminator: one step per real batch, fakes labelled like the real batch.
+        self.toggle_optimizer(opt_d)
+        z, _ = self.sample_latent(n)
+        with torch.no_grad():
+            fake = self.G(z, y)
+        d_real, d_fake = self.D(x, y), self.D(fake, y)
+        loss_d = d_loss(hp.loss, d_real, d_fake)
+        if hp.loss == "wgan_gp":
+            gp = gradient_penalty(lambda t: self.D(t, y), x, fake)
+            loss_d = loss_d + hp.gp_weight * gp
+            self.log("train/gp", gp, batch_size=n)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        self._clip(opt_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self.d_steps += 1
+        self.log_dict({"train/d_loss": loss_d, "train/d_real": d_real.float().mean(),
+                       "train/d_fake": d_fake.float().mean()}, prog_bar=True, batch_size=n)
+
+        if int(self.d_steps) % hp.n_dis:
+            return
+        # Generator: every n_dis discriminator steps.
+        self.toggle_optimizer(opt_g)
+        z, yg = self.sample_latent(n)
+        loss_g = g_loss(hp.loss, self.D(self.G(z, yg), yg))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        self._clip(opt_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self.g_steps += 1
+        if self.G_ema is not None:
+            decay = 0.0 if int(self.g_steps) <= hp.ema_start else hp.ema_decay
+            ema_update(self.G_ema, self.G, decay=decay)
+        for sched in self._schedulers():
+            sched.step()
+        self.log_dict({"train/g_loss": loss_g, "train/g_steps": self.g_steps.float(),
+                       "train/lr_g": opt_g.param_groups[0]["lr"]}, prog_bar=True, batch_size=n)
+        if int(self.g_steps) >= hp.max_g_steps:
+            self.trainer.should_stop = True
+
+    def _clip(self, opt) -> None:
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip,
+                                gradient_clip_algorithm="norm")
+
+    def _schedulers(self) -> list:
+        s = self.lr_schedulers()
+        return [] if s is None else (list(s) if isinstance(s, (list, tuple)) else [s])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=hp.lr_g, betas=betas)
+        opt_d = torch.optim.Adam(self.D.parameters(), lr=hp.lr_d, betas=betas)
+        if hp.lr_decay == "none":
+            return [opt_g, opt_d]
+        total = hp.max_g_steps
+
+        def linear(step: int) -> float:  # stepped once per generator iteration
+            return max(0.0, 1.0 - step / total)
+
+        scheds = [torch.optim.lr_scheduler.LambdaLR(o, linear) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], scheds
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._d_real = []
+        if self.metrics is not None:
+            self.metrics.to(self.device)
+            self.metrics.reset_fake()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        with torch.no_grad():
+            self._d_real.append(self.D(x * 2 - 1, self._cond(y)).float())
+        if self.metrics is not None and not getattr(self, "_real_done", False):
+            self.metrics.update(x, real=True)
+
+    def _eval_latents(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        gen = torch.Generator().manual_seed(self.hparams.eval_seed)
+        bs = self.hparams.eval_batch_size
+        return [self.sample_latent(min(bs, n - i), generator=gen) for i in range(0, n, bs)]
+
+    @torch.no_grad()
+    def evaluate_generator(self) -> dict[str, float]:
+        """Re-estimate EMA BN statistics, then sample with a fixed seed and score."""
+        hp = self.hparams
+        out: dict[str, float] = {}
+        if hp.use_ema:
+            self.recalibrate_ema()
+        d_fake = []
+        for z, y in self._eval_latents(hp.num_eval_samples):
+            imgs = self.sample(z, y)
+            d_fake.append(self.D(self.sample(z, y, use_ema=False) * 2 - 1, y).float())
+            if self.metrics is not None:
+                self.metrics.update(imgs, real=False)
+        if self.metrics is not None:
+            out.update({f"val/{k}": v for k, v in self.metrics.compute().items()})
+        out["val/d_fake"] = float(torch.cat(d_fake).mean())
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        if self.metrics is not None and self._d_real:
+            self._real_done = True
+        scores = self.evaluate_generator()
+        if self._d_real:
+            scores["val/d_real"] = float(torch.cat(self._d_real).mean())
+        sigmas = spectral_norm_estimates(self.D)
+        scores.update({f"val/sigma/{name}": s for name, s in sigmas.items()})
+        scores["val/sigma_max"] = max(sigmas.values())
+        scores["val/g_steps"] = float(self.g_steps)
+        self.log_dict(scores, sync_dist=True)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            grid = make_grid(self.sample(self.fixed_z, self._cond(self.fixed_y)), nrow=8, padding=1)
+            log_image(self, "val/samples", grid, caption=f"g_step {int(self.g_steps)}")

@@ -1,0 +1,50 @@
+"""The offline fallback metric (fid_local / kid_local / is_local) and its guards."""
+import pytest
+import torch
+
+from normapps.tasks.gan.metrics import GANMetrics, InceptionFeatures, get_local_feature_net
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from normapps.data.classification import load_arrays
+
+    x, y = load_arrays("digits", train=True, image_size=32, channels=3)
+    return x[:400], y[:400]
+
+
+def test_local_metric_separates_real_from_noise(digits, tmp_path):
+    x, y = digits
+    torch.manual_seed(0)
+    net = get_local_feature_net(x, y, steps=12, seed=0, cache_dir=tmp_path)
+    assert list(tmp_path.glob("*.pt")), "the network should be cached"
+    scores = {}
+    for name, fake in {"real": x[200:], "noise": torch.rand(200, 3, 32, 32),
+                       "blurred": torch.nn.functional.avg_pool2d(x[200:], 5, 1, 2)}.items():
+        m = GANMetrics(net, suffix="_local", with_is=True, kid_subset_size=100)
+        m.update(x[:200], real=True)
+        m.update(fake, real=False)
+        scores[name] = m.compute()
+    assert set(scores["real"]) == {"fid_local", "kid_local", "is_local"}
+    assert scores["real"]["fid_local"] < scores["blurred"]["fid_local"] < scores["noise"]["fid_local"]
+    assert scores["real"]["kid_local"] < scores["noise"]["kid_local"]
+    # A cached network is reused (identical weights), not retrained.
+    again = get_local_feature_net(x, y, steps=12, seed=0, cache_dir=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+def test_real_stats_kept_fake_reset(digits):
+    x, y = digits
+    net = get_local_feature_net(x, y, steps=2, seed=0, cache_dir=None)
+    m = GANMetrics(net, suffix="_local", with_is=False, kid_subset_size=50)
+    m.update(x[:100], real=True)
+    m.update(x[100:200], real=False)
+    first = m.compute()["fid_local"]
+    m.reset_fake()
+    m.update(x[100:200], real=False)
+    assert m.compute()["fid_local"] == pytest.approx(first, rel=1e-5)
+
+
+def test_inception_weights_path_checked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="inception_weights"):
+        InceptionFeatures(tmp_path / "missing.pth")
