@@ -1,0 +1,53 @@
+"""``python infer.py task=domain_adaptation ckpt_path=<ckpt> adapt=<method> target=<folder>
+output_dir=<dir>``: adapt a trained classifier to an unlabelled image folder and predict it.
+
+Writes ``predictions.csv`` (path, prediction, confidence[, label]); with one sub-folder per
+class the folder's labels are read for the accuracy only, never for adapting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from normapps.data.classification import load_arrays
+from normapps.data.image_io import list_images
+from normapps.data.labelled_folder import load_image_folder
+from normapps.platform.checkpoint import load_module
+from normapps.tasks.classification.predict import write_predictions
+from normapps.tasks.domain_adaptation.methods import (
+    METHODS, adapt_and_predict, method_options, validate_options,
+)
+
+
+def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
+    if not cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path=<classifier checkpoint (task=classification or domain_adaptation)> is required")
+    if not cfg.get("target"):
+        raise ValueError("target=<image file, folder or glob of the target domain> is required")
+    adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)
+    method = adapt_cfg.get("method")
+    if method not in METHODS:
+        raise ValueError(f"infer adapts with one method: adapt=<{'|'.join(METHODS)}>, got {method!r}")
+    validate_options([method], adapt_cfg)
+    batch_size = int(cfg.get("batch_size", 128))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    list_images(cfg.target)  # a missing or empty folder fails before the model loads
+    module = load_module(cfg.ckpt_path, expected_task="classification")
+    channels = int(module.hparams.get("in_channels", 3))
+    size = int(cfg.get("image_size") or 32)
+    images, paths, labels, _ = load_image_folder(cfg.target, image_size=size, channels=channels)
+    sources = None
+    if method == "dsbn":
+        src = cfg.source
+        sources = [load_arrays(src.dataset, train=True, root=src.root, download=src.download,
+                               image_size=size, channels=channels)]
+    logits = adapt_and_predict(method, module.net, images, batch_size=batch_size,
+                               options=method_options(method, adapt_cfg), sources=sources,
+                               seed=int(cfg.get("seed", 0)), device=device)
+    result = write_predictions(output_dir, paths, logits.softmax(1), labels)
+    result.update({"adapt": method, "target": str(cfg.target)})
+    if "accuracy" in result:
+        result["error"] = 1.0 - result["accuracy"]
+    return result
