@@ -1,0 +1,176 @@
+"""infer.py's style-transfer runner: validate everything, then load weights and stylize."""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from PIL import Image
+
+from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
+from normapps.platform.checkpoint import load_module
+from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
+from normapps.tasks.style_transfer.stylize import METHODS, Stylizer
+from normapps.tasks.style_transfer.vgg import VGGEncoder, load_public_encoder
+
+log = logging.getLogger(__name__)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (ListConfig, list, tuple)):
+        return [v for v in (OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)]
+    return [value]
+
+
+def validate(cfg: DictConfig) -> dict[str, Any]:
+    """Check every option and input file; return the parsed options. Cheap, runs first."""
+    alpha = float(cfg.alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is outside [0, 1]")
+    if cfg.method not in METHODS:
+        raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
+    styles = [str(s) for s in _as_list(cfg.style)]
+    if not styles:
+        raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")
+    weights = [float(w) for w in _as_list(cfg.style_weights)] or None
+    if weights is not None:
+        if len(weights) != len(styles):
+            raise ValueError(f"style_weights has {len(weights)} values for {len(styles)} styles")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"style_weights={weights}: need non-negative values with a positive sum")
+    if cfg.mask is not None:
+        if len(styles) != 2:
+            raise ValueError(f"mask needs exactly two styles (style=[a,b]), got {len(styles)}")
+        if weights is not None:
+            raise ValueError("style_weights cannot be combined with mask (the mask decides the mix)")
+    for key in ("content_size", "style_size", "batch_size"):
+        if int(cfg[key]) < (1 if key == "batch_size" else 0):
+            raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
+
+    has_public = cfg.encoder_weights is not None or cfg.decoder_weights is not None
+    if cfg.ckpt_path and has_public:
+        raise ValueError("give either ckpt_path or encoder_weights+decoder_weights, not both")
+    if not cfg.ckpt_path and not (cfg.encoder_weights and cfg.decoder_weights):
+        raise ValueError("weights needed: ckpt_path=<checkpoint of this project> or "
+                         "encoder_weights=<vgg_normalised.pth> decoder_weights=<decoder.pth>")
+    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"{key}: no such file {cfg[key]}")
+
+    # Inputs: a single bad file is an error naming it; bad files in folders/globs are skipped.
+    content_spec = str(cfg.content)
+    contents = list_images(content_spec)
+    skipped: list[str] = []
+    if Path(content_spec).is_file():
+        load_image(contents[0])
+    else:
+        found, contents = contents, readable_images(contents)
+        skipped = [str(p) for p in found if p not in set(contents)]
+        if not contents:
+            raise ValueError(f"content={content_spec}: no readable images")
+    style_images = [load_image(s) for s in styles]
+    mask = load_image(cfg.mask).convert("L") if cfg.mask is not None else None
+    return {"alpha": alpha, "styles": styles, "style_images": style_images, "weights": weights,
+            "contents": contents, "mask": mask, "skipped": skipped}
+
+
+def load_networks(cfg: DictConfig) -> tuple[VGGEncoder, Decoder, bool]:
+    if cfg.ckpt_path:
+        module = load_module(cfg.ckpt_path, expected_task="style_transfer")
+        unbiased = bool(module.hparams.get("unbiased", True))
+        return module.encoder, module.decoder, unbiased
+    encoder, decoder = VGGEncoder(), Decoder()
+    load_public_encoder(encoder, cfg.encoder_weights)
+    load_public_decoder(decoder, cfg.decoder_weights)
+    return encoder, decoder, True
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    if size <= 0 or min(img.size) == size:
+        return img
+    w, h = img.size
+    scale = size / min(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.uint8)
+    t = torch.from_numpy(arr.copy()).float().div_(255)
+    return t.permute(2, 0, 1) if t.dim() == 3 else t.unsqueeze(0)
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    arr = image.mul(255).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr).save(path)
+
+
+def output_name(content: Path, styles: list[str]) -> str:
+    return f"{content.stem}_stylized_{'_'.join(Path(s).stem for s in styles)}.png"
+
+
+def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[str]):
+    """Read, resize and group same-shaped contents into batches (bad files warned and skipped)."""
+    pending: dict[tuple[int, int], list] = defaultdict(list)
+    for path in paths:
+        try:
+            img = resize_shorter(load_image(path), size)
+        except ImageReadError as err:
+            warnings.warn(f"skipping {err}")
+            skipped.append(str(path))
+            continue
+        group = pending[(img.height, img.width)]
+        group.append((path, to_tensor(img)))
+        if len(group) == batch_size:
+            yield group
+            pending[(img.height, img.width)] = []
+    for group in pending.values():
+        if group:
+            yield group
+
+
+def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    opts = validate(cfg)
+    encoder, decoder, unbiased = load_networks(cfg)
+    if cfg.get("unbiased") is not None:
+        unbiased = bool(cfg.unbiased)
+    stylizer = Stylizer(encoder, decoder, device=device, precision=cfg.precision,
+                        channels_last=cfg.channels_last, unbiased=unbiased,
+                        tile_size=int(cfg.tile_size), method=cfg.method)
+    # Each style is encoded once for every content.
+    codes = [stylizer.encode_style(to_tensor(resize_shorter(img, int(cfg.style_size))).unsqueeze(0))
+             for img in opts["style_images"]]
+    outputs, skipped = [], list(opts["skipped"])
+    start, n_images = time.perf_counter(), 0
+    for group in _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped):
+        paths = [p for p, _ in group]
+        content = torch.stack([t for _, t in group])
+        mask = None
+        if opts["mask"] is not None:
+            m = opts["mask"].resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
+            mask = to_tensor(m).unsqueeze(0).expand(len(group), -1, -1, -1)
+        out = stylizer.stylize(content, codes, weights=opts["weights"], mask=mask,
+                               alpha=opts["alpha"], preserve_color=bool(cfg.preserve_color))
+        for path, image in zip(paths, out):
+            target = output_dir / output_name(path, opts["styles"])
+            save_png(image, target)
+            outputs.append(str(target))
+        n_images += len(group)
+    seconds = time.perf_counter() - start
+    log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)
+    return {
+        "outputs": outputs,
+        "num_images": n_images,
+        "skipped": skipped,
+        "method": cfg.method,
+        "precision": str(stylizer.dtype or torch.float32),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
+    }

@@ -1,0 +1,154 @@
+"""Inference pipeline: encode styles once, stylize batches of contents (AdaIN or WCT), with
+style interpolation, two-style spatial masks, content/style trade-off, colour preservation,
+mixed precision and channels_last, and tiled encode/decode for very large images."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normapps.norm import adain_from_stats, calc_mean_std, wct
+from normapps.tasks.style_transfer.decoder import DECODER_MARGIN, DECODER_SCALE
+from normapps.tasks.style_transfer.tiling import tiled_apply
+from normapps.tasks.style_transfer.vgg import ENCODER_MARGIN, ENCODER_STRIDE
+
+METHODS = ("adain", "wct")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class StyleCode:
+    """What the pipeline keeps of an encoded style: relu4_1 statistics (AdaIN) and, for WCT,
+    the features themselves."""
+    mean: torch.Tensor
+    std: torch.Tensor
+    feat: torch.Tensor | None = None
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. ``auto``: bf16 where the hardware does it fast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # oneDNN has native bf16 convolutions only on CPUs with AVX512-BF16/AMX; elsewhere it emulates.
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Give ``image`` (N, 3, H, W) the per-sample RGB mean and covariance of ``reference``
+    (same N, any size): the whitening-colouring transform applied to pixels (core ``wct``)."""
+    out = wct(image.double(), reference.double(), alpha=1.0, eps=eps)
+    return out.to(image.dtype)
+
+
+class Stylizer:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, *, device: torch.device | str = "cpu",
+                 precision: str = "auto", channels_last: bool = True, unbiased: bool = True,
+                 eps: float = 1e-5, tile_size: int = 1024, method: str = "adain") -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}: expected one of {METHODS}")
+        if tile_size and (tile_size < 64 or tile_size % ENCODER_STRIDE):
+            raise ValueError(f"tile_size={tile_size}: use 0 (no tiling) or a multiple of 8 >= 64")
+        self.device = torch.device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.encoder = encoder.to(self.device, memory_format=self.memory_format).eval()
+        self.decoder = decoder.to(self.device, memory_format=self.memory_format).eval()
+        self.unbiased, self.eps, self.tile_size, self.method = unbiased, eps, tile_size, method
+
+    # --- precision / layout ------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _tiled(self, x: torch.Tensor) -> bool:
+        return bool(self.tile_size) and x.shape[-2] * x.shape[-1] > self.tile_size ** 2
+
+    # --- encoder / decoder, tiled when large -------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device)
+        run = lambda x: self.encoder(self._fmt(x))  # noqa: E731
+        with self._autocast():
+            if self._tiled(images):
+                return tiled_apply(run, images, tile=self.tile_size, margin=ENCODER_MARGIN,
+                                   down=ENCODER_STRIDE)
+            return run(images)
+
+    @torch.no_grad()
+    def decode(self, feats: torch.Tensor) -> torch.Tensor:
+        run = lambda t: self.decoder(self._fmt(t)).float()  # noqa: E731
+        with self._autocast():
+            out_area = feats.shape[-2] * feats.shape[-1] * DECODER_SCALE ** 2
+            if self.tile_size and out_area > self.tile_size ** 2:
+                return tiled_apply(run, feats, tile=self.tile_size // DECODER_SCALE,
+                                   margin=DECODER_MARGIN, up=DECODER_SCALE)
+            return run(feats)
+
+    @torch.no_grad()
+    def encode_style(self, style: torch.Tensor) -> StyleCode:
+        feat = self.encode(style if style.dim() == 4 else style.unsqueeze(0))
+        mean, std = calc_mean_std(feat, eps=self.eps, unbiased=self.unbiased)
+        return StyleCode(mean=mean, std=std, feat=feat if self.method == "wct" else None)
+
+    # --- feature-space transfer --------------------------------------------------------------
+    def _transfer(self, c: torch.Tensor, code: StyleCode) -> torch.Tensor:
+        if self.method == "wct":
+            return wct(c, code.feat, alpha=1.0, eps=self.eps)
+        return adain_from_stats(c, code.mean, code.std, eps=self.eps, unbiased=self.unbiased)
+
+    def target(self, c: torch.Tensor, styles: Sequence[StyleCode], *,
+               weights: Sequence[float] | None = None, mask: torch.Tensor | None = None,
+               alpha: float = 1.0) -> torch.Tensor:
+        """The decoder's input for content features ``c`` (N, 512, h, w)."""
+        if mask is not None:
+            if len(styles) != 2:
+                raise ValueError(f"a mask needs exactly two styles, got {len(styles)}")
+            m = F.interpolate(mask.to(c.device, torch.float32), size=c.shape[-2:], mode="area")
+            t = m * self._transfer(c, styles[0]).float() + (1 - m) * self._transfer(c, styles[1]).float()
+        elif len(styles) == 1:
+            t = self._transfer(c, styles[0]).float()
+        else:
+            w = torch.as_tensor(weights if weights is not None else [1.0] * len(styles), dtype=torch.float32)
+            w = (w / w.sum()).tolist()
+            if self.method == "adain":
+                # AdaIN is affine in the style statistics, so interpolating the statistics equals
+                # interpolating the AdaIN outputs (the reference's weighted sum) in one pass.
+                mean = sum(wi * s.mean for wi, s in zip(w, styles))
+                std = sum(wi * s.std for wi, s in zip(w, styles))
+                t = adain_from_stats(c, mean, std, eps=self.eps, unbiased=self.unbiased).float()
+            else:
+                t = sum(wi * self._transfer(c, s).float() for wi, s in zip(w, styles))
+        if alpha < 1.0:
+            t = alpha * t + (1 - alpha) * c.float()
+        return t.to(c.dtype)
+
+    @torch.no_grad()
+    def stylize(self, content: torch.Tensor, styles: Sequence[StyleCode], *,
+                weights: Sequence[float] | None = None, mask: torch.Tensor | None = None,
+                alpha: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
+        """(N, 3, H, W) contents in [0, 1] -> stylized (N, 3, H, W) in [0, 1], float32."""
+        content = content.to(self.device)
+        c = self.encode(content)
+        t = self.target(c, styles, weights=weights, mask=mask, alpha=alpha)
+        del c
+        out = self.decode(t)[..., : content.shape[-2], : content.shape[-1]]
+        if preserve_color:
+            out = match_color(out, content.float())
+        return out.clamp_(0, 1)
