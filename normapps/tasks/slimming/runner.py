@@ -41,6 +41,8 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
         "recalibrate_batches": sl.get("recalibrate_batches"),
         "latency_batch_sizes": [int(b) for b in sl.latency_batch_sizes],
         "latency_rounds": int(sl.latency_rounds), "latency_repeats": int(sl.latency_repeats),
+        "latency_threads": None if sl.get("latency_threads") is None else int(sl.latency_threads),
+        "latency_channels_last": bool(sl.get("latency_channels_last", False)),
     }
     if opts["s"] < 0:
         raise ValueError(f"slimming.s must be >= 0, got {opts['s']}")
@@ -58,6 +60,10 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
         raise ValueError(f"slimming.finetune_lr must be > 0, got {opts['finetune_lr']}")
     if not opts["latency_batch_sizes"] or min(opts["latency_batch_sizes"]) < 1:
         raise ValueError(f"slimming.latency_batch_sizes must be positive, got {opts['latency_batch_sizes']}")
+    if opts["latency_rounds"] < 1 or opts["latency_repeats"] < 1:
+        raise ValueError("slimming.latency_rounds and slimming.latency_repeats must be >= 1")
+    if opts["latency_threads"] is not None and opts["latency_threads"] < 1:
+        raise ValueError(f"slimming.latency_threads must be >= 1 or null, got {opts['latency_threads']}")
     return opts
 
 
@@ -159,6 +165,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         checkpoints["finetuned"] = _fit_stage(ctx, module, datamodule, "finetuned", opts["epochs"]["finetuned"])
         record("finetuned")
 
+    _warn_if_contended()
     rows = stage_rows(snapshots, accuracy, input_shape, opts)
     csv_path, md_path = write_table(ctx.output_dir, "slimming", rows)
     log.info("slimming table (%s):\n%s", md_path, markdown_table(rows))
@@ -190,13 +197,17 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
 def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float],
                input_shape: tuple[int, ...], opts: dict[str, Any]) -> list[dict[str, Any]]:
     example = torch.randn(1, *input_shape)
-    timing = side_by_side_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
-                                  rounds=opts["latency_rounds"], repeats=opts["latency_repeats"])
+    timing = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
+                                  batch_sizes=opts["latency_batch_sizes"],
+                                  rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
+                                  threads=opts["latency_threads"],
+                                  channels_last=opts["latency_channels_last"])
     gpu = {}
     if torch.cuda.is_available():
         gpu = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
                                    batch_sizes=opts["latency_batch_sizes"], device="cuda",
                                    rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
+                                   channels_last=opts["latency_channels_last"],
                                    prefix="gpu_latency_ms")
     ref = next(iter(snapshots))
     rows = []
@@ -209,11 +220,24 @@ def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float]
     return rows
 
 
+def _warn_if_contended() -> None:
+    import os
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > (os.cpu_count() or 1) and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        # Spinning OpenMP threads that lose their core stall each other: multi-threaded
+        # timings on an oversubscribed CPU inflate many-fold (measured 12 ms -> 300 ms at bs 1).
+        log.warning("load average %.1f exceeds %d cores: latencies will be inflated; for fair "
+                    "figures run with OMP_WAIT_POLICY=PASSIVE or slimming.latency_threads=1",
+                    load, os.cpu_count())
+
+
 def machine_description() -> dict[str, Any]:
     import os
     import platform
 
     return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
