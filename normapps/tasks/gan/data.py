@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.classification import load_arrays, resize_batch
-from normapps.data.samplers import EpochSeededRandomSampler
+from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ class GANDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.train_set
-        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
+        # Resumable: a resumed run continues mid-epoch on the batches it had not seen.
+        return ResumableDataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
                           sampler=EpochSeededRandomSampler(len(ds), seed=self.seed),
                           drop_last=len(ds) >= self.batch_size)
 
