@@ -1,0 +1,81 @@
+"""The int8 model file: float architecture hyper-parameters plus the quantized state dict.
+
+A quantized GraphModule cannot be pickled safely, so the file holds only plain tensors and
+strings (``weights_only=True`` loads it) and :func:`load_quantized` rebuilds the model by
+running the same prepare/convert recipe on a fresh float network, then loading the state.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from normapps.models import build_classifier
+from normapps.platform.checkpoint import CheckpointError, safe_load
+
+FORMAT_KEY = "normapps_quant"
+FORMAT_VERSION = 1
+ARCH_KEYS = ("arch", "norm", "norm_kwargs", "num_classes", "in_channels", "width", "depth", "width_mult")
+
+
+def arch_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    return {k: hparams[k] for k in ARCH_KEYS if k in hparams}
+
+
+def save_quantized(path: str | Path, *, state_dict: dict[str, Any], arch: dict[str, Any],
+                   recipe: dict[str, Any], image_size: int, metrics: dict[str, float] | None = None
+                   ) -> Path:
+    """``recipe``: backend (fx|pt2e), per_channel, qat, folded (DFQ's folded graph), mode."""
+    path = Path(path)
+    meta = {"format_version": FORMAT_VERSION, "arch": dict(arch), "recipe": dict(recipe),
+            "image_size": int(image_size), "metrics": dict(metrics or {})}
+    torch.save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
+    return path
+
+
+def _float_net(arch: dict[str, Any]) -> nn.Module:
+    kw = dict(arch)
+    return build_classifier(kw.pop("arch"), **kw).eval()
+
+
+def build_quantized(arch: dict[str, Any], recipe: dict[str, Any], image_size: int) -> nn.Module:
+    """The int8 model's structure with placeholder values (state comes from a file)."""
+    from normapps.norm import fold_bn
+    from normapps.tasks.quantization import ptq
+
+    torch.backends.quantized.engine = "x86"
+    net = _float_net(arch)
+    example = torch.zeros(2, int(arch.get("in_channels", 3)), image_size, image_size)
+    per_channel = bool(recipe.get("per_channel", True))
+    if recipe.get("folded"):
+        net = fold_bn(net)
+    if recipe.get("backend", "fx") == "pt2e":
+        prepared = ptq.prepare_pt2e_model(net, example, per_channel=per_channel)
+        prepared(example)
+        return prepared
+    prepared = ptq.prepare_fx_model(net, example, per_channel=per_channel, qat=bool(recipe.get("qat")))
+    # One pass gives every observer finite ranges so convert succeeds; load_state_dict then
+    # replaces all scales, zero points and weights.
+    with torch.no_grad():
+        prepared.eval()(example)
+    return ptq.convert_fx_model(prepared)
+
+
+def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the saved int8 model (weights_only loading); returns (callable model, meta)."""
+    ckpt = safe_load(path)
+    meta = ckpt.get(FORMAT_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise CheckpointError(f"{path} is not an int8 model written by task=quantization "
+                              f"(expected the '{FORMAT_KEY}' entry of a quantized.pt file)")
+    model = build_quantized(meta["arch"], meta["recipe"], meta["image_size"])
+    model.load_state_dict(ckpt["state_dict"])
+    if meta["recipe"].get("backend") == "pt2e":
+        from normapps.tasks.quantization.ptq import compile_int8, convert_pt2e_model
+
+        model = convert_pt2e_model(model)
+        if meta["recipe"].get("compile"):
+            model = compile_int8(model)
+    return model, meta

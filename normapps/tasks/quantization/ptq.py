@@ -1,0 +1,143 @@
+"""Int8 post-training quantization for x86 CPUs: calibration data, per-channel weights.
+
+Two backends, both from PyTorch:
+
+* ``pt2e`` - the maintained path: ``torch.export`` + torchao's ``prepare_pt2e`` /
+  ``convert_pt2e`` with ``X86InductorQuantizer``, run through ``torch.compile`` (Inductor
+  lowers the q/dq pattern to oneDNN int8 kernels).
+* ``fx`` - torch.ao's graph-mode API (``prepare_fx`` / ``convert_fx``, x86 qconfig): fuses
+  conv-bn-relu, inserts observers from the graph (so ResNet's residual ``+`` is quantized
+  without rewriting the model for eager mode's FloatFunctional), and gives real quantized
+  modules (fbgemm/oneDNN kernels, int8 weights in the state dict) that run without compiling.
+  See docs/quantization.md for why this is the default.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from normapps.tasks.quantization.graph import unshare_modules
+
+BACKENDS = ("fx", "pt2e")
+
+
+def _inputs(batches: Iterable[Any], max_batches: int | None):
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module | torch.fx.GraphModule, batches: Iterable[Any], *,
+              max_batches: int | None = None) -> int:
+    """Run observers over ``batches``; returns how many batches were fed."""
+    n = 0
+    for x in _inputs(batches, max_batches):
+        model(x)
+        n += 1
+    if n == 0:
+        raise ValueError("calibration got no batches: int8 ranges cannot be observed without data")
+    return n
+
+
+# ----------------------------------------------------------------------------- fx (torch.ao)
+
+
+def qconfig_mapping(*, per_channel: bool = True, backend: str = "x86"):
+    """x86 int8: histogram-observed uint8 activations (reduce_range for VNNI-less overflow
+    safety, as torch's x86 default), symmetric int8 weights per output channel or per tensor."""
+    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import HistogramObserver, default_weight_observer
+
+    mapping = get_default_qconfig_mapping(backend)
+    if not per_channel:
+        qconfig = QConfig(activation=HistogramObserver.with_args(reduce_range=True),
+                          weight=default_weight_observer)
+        mapping = QConfigMapping().set_global(qconfig)
+    return mapping
+
+
+def prepare_fx_model(model: nn.Module, example: torch.Tensor, *, per_channel: bool = True,
+                     qat: bool = False) -> torch.fx.GraphModule:
+    """Fused, observed copy of ``model`` (BN folded into conv for PTQ; QAT keeps BN inside
+    ConvBnReLU2d modules that simulate the folding during training)."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+
+    model = copy.deepcopy(model)
+    if qat:
+        mapping = get_default_qat_qconfig_mapping("x86") if per_channel else _qat_per_tensor()
+        return prepare_qat_fx(model.train(), mapping, (example,))
+    return prepare_fx(model.eval(), qconfig_mapping(per_channel=per_channel), (example,))
+
+
+def _qat_per_tensor():
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.fake_quantize import FakeQuantize, default_weight_fake_quant
+    from torch.ao.quantization.observer import MovingAverageMinMaxObserver
+
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=127,
+                                 dtype=torch.quint8, reduce_range=False)
+    return QConfigMapping().set_global(QConfig(activation=act, weight=default_weight_fake_quant))
+
+
+def convert_fx_model(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    return convert_fx(copy.deepcopy(prepared).eval())
+
+
+def quantize_fx(model: nn.Module, batches: Iterable[Any], *, example: torch.Tensor,
+                per_channel: bool = True, max_batches: int | None = None) -> torch.fx.GraphModule:
+    """Calibrated int8 GraphModule of quantized modules (runs eagerly on fbgemm/oneDNN)."""
+    torch.backends.quantized.engine = "x86"
+    prepared = prepare_fx_model(model, example, per_channel=per_channel)
+    calibrate(prepared, batches, max_batches=max_batches)
+    return convert_fx_model(prepared)
+
+
+# ----------------------------------------------------------------------------- pt2e (torchao)
+
+
+def prepare_pt2e_model(model: nn.Module, example: torch.Tensor, *, per_channel: bool = True,
+                       dynamic_batch: bool = True) -> torch.fx.GraphModule:
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    gm = unshare_modules(model)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
+    # Export with a batch of 2: a batch of 1 would specialise the batch dimension.
+    ex = example[:1].expand(2, *example.shape[1:]).contiguous()
+    exported = torch.export.export(gm, (ex,), dynamic_shapes=shapes).module()
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_per_channel=per_channel))
+    return prepare_pt2e(exported, quantizer)
+
+
+def convert_pt2e_model(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(copy.deepcopy(prepared))
+
+
+def quantize_pt2e(model: nn.Module, batches: Iterable[Any], *, example: torch.Tensor,
+                  per_channel: bool = True, max_batches: int | None = None
+                  ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
+    """(prepared-and-calibrated, converted) PT2E models; compile the converted one to run int8
+    kernels (uncompiled it executes q/dq reference ops in float)."""
+    prepared = prepare_pt2e_model(model, example, per_channel=per_channel)
+    calibrate(prepared, batches, max_batches=max_batches)
+    return prepared, convert_pt2e_model(prepared)
+
+
+def compile_int8(model: nn.Module):
+    """torch.compile(Inductor) with freezing, which the x86 int8 lowering needs."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(model)

@@ -1,0 +1,33 @@
+"""The quantization report: accuracy, file size and latency of one model, as a table row."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from normapps.platform.profiling import latency_table
+
+
+@torch.inference_mode()
+def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Any]) -> float:
+    correct = total = 0
+    for x, y in batches:
+        correct += int((fn(x).argmax(1) == y).sum())
+        total += len(y)
+    if total == 0:
+        raise ValueError("accuracy needs at least one labelled batch")
+    return correct / total
+
+
+def report_row(name: str, fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Any], *,
+               size_bytes: int, input_shape: tuple[int, ...], repeats: int = 10,
+               batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
+    row = {"model": name, "accuracy": accuracy(fn, batches), "size_bytes": int(size_bytes)}
+    row.update(latency_table(fn, input_shape, batch_sizes=batch_sizes, repeats=repeats))
+    return row
+
+
+def file_bytes(path: str | Path) -> int:
+    return Path(path).stat().st_size
