@@ -35,8 +35,13 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             cfg.task.monitor = "val/fid"
     module = ctx.build_module(num_classes=datamodule.num_classes)
     hp = module.hparams
-    trainer = ctx.build_trainer(**trainer_overrides(
-        max_g_steps=hp.max_g_steps, n_dis=hp.n_dis, eval_every_g_steps=cfg.eval_every_g_steps))
+    overrides = trainer_overrides(max_g_steps=hp.max_g_steps, n_dis=hp.n_dis,
+                                  eval_every_g_steps=cfg.eval_every_g_steps)
+    if cfg.trainer.get("strategy") == "ddp":
+        # The D step runs G without grad (and the G step leaves D frozen): DDP must allow
+        # parameters that get no gradient in a backward pass.
+        overrides["strategy"] = "ddp_find_unused_parameters_true"
+    trainer = ctx.build_trainer(**overrides)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     paths = checkpoint_paths(trainer)
     # Final scores of the generator as trained (EMA by default), whatever the last cadence was.

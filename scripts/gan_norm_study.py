@@ -1,0 +1,84 @@
+"""Aggregate the GAN D-normalization multirun into one table.
+
+    python scripts/gan_norm_study.py outputs/gan_norm_study [--out docs/gan_norm_study.md]
+
+Reads each job's config.yaml and summary.json (final evaluation of the EMA generator) and the
+CSV log (the best evaluation during training), and prints a Markdown table sorted by final
+fid_local (or fid when Inception weights were used).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+
+def _fid_key(metrics: dict) -> str:
+    return "val/fid" if "val/fid" in metrics else "val/fid_local"
+
+
+def _best_logged(run: Path, key: str) -> float:
+    best = math.inf
+    for path in run.glob("csv/**/metrics.csv"):
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get(key):
+                    best = min(best, float(row[key]))
+    return best
+
+
+def collect(sweep: Path) -> list[dict]:
+    rows = []
+    for summary_path in sorted(sweep.glob("*/summary.json")):
+        run = summary_path.parent
+        summary = json.loads(summary_path.read_text())
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        m = summary["metrics"]
+        key = _fid_key(m)
+        suffix = key.split("fid", 1)[1]
+        rows.append({
+            "d_norm": cfg["model"]["d_norm"],
+            "g_norm": cfg["model"]["g_norm"],
+            "loss": cfg["model"]["loss"],
+            "g_steps": summary.get("g_steps"),
+            f"fid{suffix} (final)": m.get(key, math.nan),
+            f"fid{suffix} (best eval)": min(_best_logged(run, key), m.get(key, math.inf)),
+            f"kid{suffix} x1e3": 1e3 * m.get(f"val/kid{suffix}", math.nan),
+            f"is{suffix}": m.get(f"val/is{suffix}", math.nan),
+            "D(real)": m.get("val/d_real", math.nan),
+            "D(fake)": m.get("val/d_fake", math.nan),
+            "max sigma(D)": m.get("val/sigma_max", math.nan),
+            "run": run.name,
+        })
+    rows.sort(key=lambda r: next(v for k, v in r.items() if k.startswith("fid") and "final" in k))
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", type=Path, help="the multirun's hydra.sweep.dir")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    rows = collect(args.sweep)
+    if not rows:
+        raise SystemExit(f"no finished runs (summary.json) under {args.sweep}")
+    table = to_markdown(rows)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
