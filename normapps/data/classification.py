@@ -38,7 +38,7 @@ def _torchvision_split(name: str, train: bool, root: str | Path, download: bool)
     kwargs = {"split": "train" if train else "test"} if name == "svhn" else {"train": train}
     try:
         return cls(root=str(root), download=download, **kwargs)
-    except RuntimeError as err:
+    except (RuntimeError, FileNotFoundError) as err:  # USPS raises FileNotFoundError
         raise FileNotFoundError(
             f"{name} not found under {root}: put it there or pass data.download=true "
             f"(needs internet) — {err}"
