@@ -47,7 +47,7 @@ def collect(sweep: Path) -> list[dict]:
             "g_steps": summary.get("g_steps"),
             f"fid{suffix} (final)": m.get(key, math.nan),
             f"fid{suffix} (best eval)": min(_best_logged(run, key), m.get(key, math.inf)),
-            f"kid{suffix} x1e3": 1e3 * m.get(f"val/kid{suffix}", math.nan),
+            f"kid{suffix}": m.get(f"val/kid{suffix}", math.nan),
             f"is{suffix}": m.get(f"val/is{suffix}", math.nan),
             "D(real)": m.get("val/d_real", math.nan),
             "D(fake)": m.get("val/d_fake", math.nan),
