@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -104,7 +103,7 @@ def readable_images(paths: Iterable[Path]) -> list[Path]:
                 img.size  # noqa: B018 - parsing the header is the check
             kept.append(path)
         except Exception as err:
-            warnings.warn(f"skipping unreadable image {path}: {type(err).__name__}: {err}")
+            log.warning("skipping unreadable image %s: %s: %s", path, type(err).__name__, err)
     return kept
 
 
@@ -149,7 +148,7 @@ class ImageFolderDataset(Dataset):
                 img = load_image(self.paths[j])
             except ImageReadError as err:
                 self._bad.add(j)
-                warnings.warn(f"skipping {err}")
+                log.warning("skipping %s", err)
                 continue
             if self.transform is not None:
                 img = self.transform(img)

@@ -1,6 +1,7 @@
 """Image folders for classifiers: any layout, labelled when it has one sub-folder per class."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -8,6 +9,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from normapps.data.classification import resize_batch
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
+
+log = logging.getLogger(__name__)
 
 
 def _label_of(path: Path, root: Path) -> str | None:
@@ -24,8 +27,6 @@ def load_image_folder(spec: str | Path, *, image_size: int, channels: int = 3
     folder of digits lines up with the digit classifier's outputs; others map in sorted order.
     Unreadable files are skipped with a warning.
     """
-    import warnings
-
     root = Path(spec)
     paths = readable_images(list_images(spec))
     tensors, kept = [], []
@@ -33,7 +34,7 @@ def load_image_folder(spec: str | Path, *, image_size: int, channels: int = 3
         try:
             img = load_image(path)
         except ImageReadError as err:
-            warnings.warn(f"skipping {err}")
+            log.warning("skipping %s", err)
             continue
         t = pil_to_tensor(img).float().div_(255).unsqueeze(0)
         tensors.append(resize_batch(t, image_size, channels)[0])
