@@ -265,3 +265,20 @@ def test_training_step_updates_only_the_decoder():
     assert all(p.grad is None for p in module.encoder.parameters())
     assert all(p.grad is not None for p in module.decoder.parameters())
     assert out.shape == (2, 3, 64, 64)
+
+
+@pytest.mark.slow
+def test_4096_content_stylizes_within_cpu_memory(tmp_path):
+    """A 4096x4096 content, tiled: global statistics, peak RSS well under a 24 GB machine."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "big.json"
+    subprocess.run([sys.executable, str(root / "scripts/bench_style.py"), "--4096", "--out", str(out)],
+                   check=True, cwd=root, timeout=3600)
+    row = json.loads(out.read_text())["large"]
+    assert row["output"] == [1, 3, 4096, 4096]
+    assert row["peak_rss_gb"] < 16

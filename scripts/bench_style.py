@@ -1,0 +1,180 @@
+"""Style-transfer throughput: fp32 NCHW vs channels_last vs bf16 autocast, side by side.
+
+    python scripts/bench_style.py                      # CPU: 256 and 512, batch 1
+    python scripts/bench_style.py --device cuda --batch 32 --sizes 256 512
+    python scripts/bench_style.py --4096               # peak memory of a 4096x4096 stylization
+
+Images/s counts content encode + AdaIN + decode (the style is encoded once, outside the timing,
+as in the paper). Fidelity: PSNR of each fast path against fp32 NCHW on the same inputs (peak 1,
+outputs clamped to [0, 1] as saved). Weights are random (He init): speed does not depend on
+them. Training: optimizer steps/s of the task's LightningModule step (batch 4, 128 px crops).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from normapps.tasks.style_transfer.decoder import Decoder  # noqa: E402
+from normapps.tasks.style_transfer.stylize import Stylizer  # noqa: E402
+from normapps.tasks.style_transfer.vgg import VGGEncoder  # noqa: E402
+
+MODES = {  # name: (precision, channels_last)
+    "fp32 NCHW": ("fp32", False),
+    "fp32 channels_last": ("fp32", True),
+    "bf16 autocast NCHW": ("bf16", False),
+    "bf16 autocast channels_last": ("bf16", True),
+}
+
+
+def he_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                m.bias.zero_()
+    return model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.float() - b.float()) ** 2).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def bench_inference(sizes, batch, reps, device) -> list[dict]:
+    rows = []
+    enc, dec = he_init(VGGEncoder(), 0), he_init(Decoder(), 1)
+    # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
+    # outputs land mostly inside [0, 1] like a trained one and PSNR is not inflated by clamping.
+    for size in sizes:
+        g = torch.Generator().manual_seed(size)
+        content = torch.rand(batch, 3, size, size, generator=g)
+        style = torch.rand(1, 3, size, size, generator=g)
+        ref_out, ref_speed = None, None
+        for name, (precision, cl) in MODES.items():
+            st = Stylizer(enc, dec, device=device, precision=precision, channels_last=cl, tile_size=0)
+            code = st.encode_style(style)
+            if ref_out is None:  # calibrate output scale once on fp32
+                raw = st.decode(st.target(st.encode(content), [code]))
+                with torch.no_grad():
+                    last = st.decoder.net[-1]
+                    s = 0.25 / raw.std().item()
+                    last.weight.mul_(s)
+                    last.bias.add_(0.5 - raw.mean().item() * s)
+            out = st.stylize(content, [code])  # warm-up (oneDNN primitive creation)
+            times = []
+            for _ in range(reps):
+                sync(device)
+                t0 = time.perf_counter()
+                out = st.stylize(content, [code])
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            ips = batch / med
+            if ref_out is None:
+                ref_out, ref_speed = out.cpu(), ips
+            rows.append({"size": size, "batch": batch, "mode": name, "median_s": round(med, 4),
+                         "images_per_s": round(ips, 3), "speedup_vs_fp32_nchw": round(ips / ref_speed, 2),
+                         "psnr_vs_fp32_db": round(psnr(out.cpu(), ref_out), 1)})
+            print(json.dumps(rows[-1]), flush=True)
+        enc.to(memory_format=torch.contiguous_format)
+        dec.to(memory_format=torch.contiguous_format)
+    return rows
+
+
+def bench_training(steps, device) -> list[dict]:
+    import pytorch_lightning as pl  # noqa: F401 - the module imports it
+
+    from normapps.tasks.style_transfer.module import StyleTransferModule
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(4, 3, 128, 128, generator=g), torch.rand(4, 3, 128, 128, generator=g)
+    for name, dtype in (("fp32 channels_last", None), ("bf16 autocast channels_last", torch.bfloat16)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = StyleTransferModule(encoder={"weights": "random"}).to(device)
+        opt = torch.optim.Adam(module.decoder.parameters(), lr=1e-4)
+        times = []
+        for i in range(steps + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            ctx = torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False)
+            with ctx:
+                loss = module.losses(content.to(device), style.to(device))[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sync(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        rows.append({"train": name, "batch": 4, "crop": 128, "median_step_s": round(med, 3),
+                     "steps_per_s": round(1 / med, 3)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_4096(device, tile_size) -> dict:
+    enc, dec = he_init(VGGEncoder(), 0), he_init(Decoder(), 1)
+    st = Stylizer(enc, dec, device=device, precision="auto", channels_last=True, tile_size=tile_size)
+    code = st.encode_style(torch.rand(1, 3, 512, 512))
+    content = torch.rand(1, 3, 4096, 4096)
+    t0 = time.perf_counter()
+    out = st.stylize(content, [code], preserve_color=True)
+    seconds = time.perf_counter() - t0
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    row = {"size": 4096, "tile_size": tile_size, "seconds": round(seconds, 1),
+           "peak_rss_gb": round(peak_gb, 2), "output": list(out.shape)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--4096", dest="big", action="store_true", help="only the 4096x4096 memory run")
+    p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    print(json.dumps(info), flush=True)
+    result = {"machine": info}
+    if args.big:
+        result["large"] = bench_4096(device, args.tile_size)
+    else:
+        result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device)
+        if args.train_steps:
+            result["training"] = bench_training(args.train_steps, device)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
