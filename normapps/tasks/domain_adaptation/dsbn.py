@@ -65,16 +65,20 @@ def _train_stage(model, sources, targets, pseudo, *, epochs, batch_size, lr, tar
     tgt_b = [_batches(len(pool), batch_size, steps, g) if len(pool) else None for pool in tgt_pool]
     model.train()
     for step in range(steps):
+        # parts: (kind, size, labels) per domain, in the order of the mixed batch.
         xs, domains, parts = [], [], []
         for d, (x, y) in enumerate(sources):
             i = src_b[d][step]
-            xs.append(x[i]), domains.append(torch.full((len(i),), d)), parts.append(("src", len(i), y[i]))
+            xs.append(x[i])
+            domains.append(torch.full((len(i),), d))
+            parts.append(("src", len(i), y[i]))
         for j, x in enumerate(targets):
-            if tgt_b[j] is None:
+            if tgt_b[j] is None:  # stage 2 and no confident pseudo-label for this target
                 continue
             i = tgt_pool[j][tgt_b[j][step]]
-            labels = None if pseudo[j] is None else pseudo[j][1][tgt_b[j][step]]
-            xs.append(x[i]), domains.append(torch.full((len(i),), num_src + j)), parts.append(("tgt", len(i), labels))
+            xs.append(x[i])
+            domains.append(torch.full((len(i),), num_src + j))
+            parts.append(("tgt", len(i), None if pseudo[j] is None else pseudo[j][1][tgt_b[j][step]]))
         domain = torch.cat(domains).to(device)
         set_domain(model, domain)  # every sample goes through its own domain's BN branch
         logits = model(torch.cat(xs).to(device))
