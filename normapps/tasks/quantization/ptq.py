@@ -109,13 +109,17 @@ def prepare_pt2e_model(model: nn.Module, example: torch.Tensor, *, per_channel: 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
+    if not per_channel:
+        # torchao's x86 quantizer only offers per-channel weights.
+        raise ValueError("the pt2e backend quantizes weights per channel only: use quant.backend=fx "
+                         "for quant.per_channel=false")
     gm = unshare_modules(model)
     shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     # Export with a batch of 2: a batch of 1 would specialise the batch dimension.
     ex = example[:1].expand(2, *example.shape[1:]).contiguous()
     exported = torch.export.export(gm, (ex,), dynamic_shapes=shapes).module()
     quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_per_channel=per_channel))
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     return prepare_pt2e(exported, quantizer)
 
 

@@ -33,6 +33,9 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"quant.backend must be one of {', '.join(ptq.BACKENDS)}, got {q.backend!r}")
     if q.backend == "pt2e" and mode != "ptq":
         raise ValueError(f"quant.backend=pt2e is for mode=ptq; mode={mode} uses the fx backend")
+    if q.backend == "pt2e" and not q.per_channel:
+        raise ValueError("quant.backend=pt2e quantizes weights per channel only; use quant.backend=fx "
+                         "with quant.per_channel=false")
     if q.calib_batches < 1:
         raise ValueError(f"quant.calib_batches must be >= 1, got {q.calib_batches}")
     if cfg.get("source_ckpt"):
