@@ -6,7 +6,9 @@ bundled digits, MNIST and USPS):
 - ``colour``: a random colour background per image blended as in MNIST-M (|background - x|,
   so strokes take the complementary colour);
 - ``rotate``: rotation by +-``rotate_degrees`` (random sign per image);
-- ``scale``: the image shrunk by ``scale_factor`` about its centre, padded with the border.
+- ``scale``: the image shrunk by ``scale_factor`` about its centre.
+
+Area that rotation or scaling uncovers takes the mean colour of the image's border ring.
 
 Real, through torchvision when the files are under ``root`` (or ``download=true`` with
 internet): ``usps`` (MNIST->USPS) and ``mnist`` (SVHN->MNIST) load the target's test split at
@@ -49,8 +51,17 @@ def colour_background(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Uncovered area takes the mean colour of each image's outer ring of pixels (black for
+    # digits): replicating the border would smear strokes that touch the edge.
+    theta = theta.to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cover = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    ring = torch.ones_like(x[0, 0], dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    fill = x[:, :, ring].mean(dim=2)[:, :, None, None]
+    return out + (1 - cover) * fill
 
 
 def rotate(x: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
