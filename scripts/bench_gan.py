@@ -27,8 +27,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(g, d, *, batch: int, z_dim: int, k: int, device, repeats: int, warmup: int,
-               precision: str) -> dict[str, float]:
+def make_steps(g, d, *, batch: int, z_dim: int, k: int, device, precision: str):
+    """The (D step, G step) closures GANModule runs, on fixed inputs."""
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9))
     x = torch.rand(batch, 3, g.image_size, g.image_size, device=device) * 2 - 1
@@ -51,20 +51,15 @@ def time_steps(g, d, *, batch: int, z_dim: int, k: int, device, repeats: int, wa
         loss.backward()
         opt_g.step()
 
-    out = {}
-    for name, fn in (("d_step", d_step), ("g_step", g_step)):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        out[f"{name}_ms"] = 1000 * statistics.median(times)
-        out[f"{name}_img_s"] = batch / statistics.median(times)
-    return out
+    return d_step, g_step
+
+
+def timed(fn, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -83,7 +78,7 @@ def main() -> None:
     device = torch.device(args.device)
     z_dim, k = 128, 10
     configs = [("d_norm", n, "batch", n) for n in D_NORMS] + [("g_norm", n, n, "spectral") for n in G_NORMS]
-    rows = []
+    steps = []
     for axis, name, g_norm, d_norm in configs:
         torch.manual_seed(0)
         cond = g_norm == "cond_batch"
@@ -91,19 +86,36 @@ def main() -> None:
                             image_size=args.image_size, channels=3, width=args.g_width).to(device).train()
         d = build_discriminator(args.arch, norm=d_norm, num_classes=k if cond else 0, image_size=args.image_size,
                                 channels=3, width=args.d_width).to(device).train()
-        res = time_steps(g, d, batch=args.batch, z_dim=z_dim, k=k if cond else 0, device=device,
-                         repeats=args.repeats, warmup=args.warmup, precision=args.precision)
-        rows.append({"varied": axis, "norm": name + (" (+projection D)" if cond else ""), **res})
+        steps.append(make_steps(g, d, batch=args.batch, z_dim=z_dim, k=k if cond else 0, device=device,
+                                precision=args.precision))
+    for d_step, g_step in steps:
+        for _ in range(args.warmup):
+            d_step(), g_step()
+    # Round-robin over the configurations, so load that drifts during the run (shared
+    # machines) affects every row alike instead of whichever ran last.
+    times = [([], []) for _ in steps]
+    for _ in range(args.repeats):
+        for (d_step, g_step), (td, tg) in zip(steps, times):
+            td.append(timed(d_step, device))
+            tg.append(timed(g_step, device))
+    rows = []
+    for (axis, name, g_norm, _), (td, tg) in zip(configs, times):
+        md, mg = statistics.median(td), statistics.median(tg)
+        rows.append({"varied": axis, "norm": name + (" (+projection D)" if g_norm == "cond_batch" else ""),
+                     "d_step_ms": 1000 * md, "d_step_img_s": args.batch / md,
+                     "g_step_ms": 1000 * mg, "g_step_img_s": args.batch / mg})
         print(json.dumps(rows[-1]), flush=True)
     base = {r["varied"]: r for r in rows if r["norm"] in ("none",)}
     head = (f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
             f"arch={args.arch}, {args.image_size}px, batch {args.batch}, precision {args.precision}, "
-            f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
-    lines = [head, "", "| varied | norm | D step ms | D img/s | G step ms | G img/s | D step vs none |",
+            f"torch threads {torch.get_num_threads()}, median of {args.repeats} round-robin repeats")
+    lines = [head, "", "| varied | norm | D step ms | D img/s | G step ms | G img/s | varied step vs none |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = base.get(r["varied"])
-        rel = f"{r['d_step_ms'] / ref['d_step_ms']:.2f}x" if ref else ""
+        # D norms change the D step most, G norms the G step: compare the step that varies.
+        key = "d_step_ms" if r["varied"] == "d_norm" else "g_step_ms"
+        rel = f"{r[key] / ref[key]:.2f}x ({key[0].upper()})" if ref else ""
         lines.append(f"| {r['varied']} | {r['norm']} | {r['d_step_ms']:.1f} | {r['d_step_img_s']:.0f} | "
                      f"{r['g_step_ms']:.1f} | {r['g_step_img_s']:.0f} | {rel} |")
     print("\n".join(lines))
