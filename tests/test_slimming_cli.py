@@ -39,6 +39,7 @@ def test_train_then_infer_pruned_checkpoint(tmp_path):
     for r in rows.values():
         assert r["latency_ms_bs1"] > 0 and r["latency_ms_bs4"] > 0 and 0 <= r["test_acc"] <= 1
     assert summary["metrics"]["pruning/mask_max_abs_diff"] < 1e-4
+    assert 0 <= summary["metrics"]["pruned/test_acc_before_recalibration"] <= 1
     assert summary["pruning"]["pruned_fraction"] == pytest.approx(0.5, abs=0.05)
     assert (run_dir / "slimming.md").read_text().startswith("| stage |")
     assert (run_dir / "slimming.csv").is_file()

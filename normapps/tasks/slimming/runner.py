@@ -152,7 +152,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     del masked
     log.info("pruned %.1f%% of BN channels (threshold %.3g); |pruned - masked| max %.2e",
              100 * plan.pruned_fraction(), plan.threshold, mask_diff)
+    acc_before_recal = None
     if opts["recalibrate_bn"]:
+        acc_before_recal = evaluate_accuracy(net, datamodule.test_dataloader())
         recalibrate_bn(net, datamodule.train_dataloader(), max_batches=opts["recalibrate_batches"])
     module.stage = "pruned"
     record("pruned")
@@ -181,6 +183,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     metrics["test/acc"] = accuracy[last_stage]
     metrics["pruning/pruned_fraction"] = plan.pruned_fraction()
     metrics["pruning/mask_max_abs_diff"] = mask_diff
+    if acc_before_recal is not None:
+        metrics["pruned/test_acc_before_recalibration"] = acc_before_recal
     return {
         "metrics": metrics,
         "best_checkpoint": final["best_checkpoint"],
