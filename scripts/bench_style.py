@@ -29,11 +29,12 @@ from normapps.tasks.style_transfer.decoder import Decoder  # noqa: E402
 from normapps.tasks.style_transfer.stylize import Stylizer  # noqa: E402
 from normapps.tasks.style_transfer.vgg import VGGEncoder  # noqa: E402
 
-MODES = {  # name: (precision, channels_last)
-    "fp32 NCHW": ("fp32", False),
-    "fp32 channels_last": ("fp32", True),
-    "bf16 autocast NCHW": ("bf16", False),
-    "bf16 autocast channels_last": ("bf16", True),
+MODES = {  # name: (precision, channels_last, torch.compile)
+    "fp32 NCHW": ("fp32", False, False),
+    "fp32 channels_last": ("fp32", True, False),
+    "bf16 autocast NCHW": ("bf16", False, False),
+    "bf16 autocast channels_last": ("bf16", True, False),
+    "fp32 channels_last compiled": ("fp32", True, True),
 }
 
 
@@ -58,7 +59,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def bench_inference(sizes, batch, reps, device) -> list[dict]:
+def bench_inference(sizes, batch, reps, device, no_compile=False) -> list[dict]:
     rows = []
     enc, dec = he_init(VGGEncoder(), 0), he_init(Decoder(), 1)
     # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
@@ -68,8 +69,11 @@ def bench_inference(sizes, batch, reps, device) -> list[dict]:
         content = torch.rand(batch, 3, size, size, generator=g)
         style = torch.rand(1, 3, size, size, generator=g)
         ref_out, ref_speed = None, None
-        for name, (precision, cl) in MODES.items():
-            st = Stylizer(enc, dec, device=device, precision=precision, channels_last=cl, tile_size=0)
+        for name, (precision, cl, comp) in MODES.items():
+            if comp and no_compile:
+                continue
+            st = Stylizer(enc, dec, device=device, precision=precision, channels_last=cl,
+                          tile_size=0, compile=comp)
             code = st.encode_style(style)
             if ref_out is None:  # calibrate output scale once on fp32
                 raw = st.decode(st.target(st.encode(content), [code]))
@@ -78,7 +82,9 @@ def bench_inference(sizes, batch, reps, device) -> list[dict]:
                     s = 0.25 / raw.std().item()
                     last.weight.mul_(s)
                     last.bias.add_(0.5 - raw.mean().item() * s)
-            out = st.stylize(content, [code])  # warm-up (oneDNN primitive creation)
+            t0 = time.perf_counter()
+            out = st.stylize(content, [code])  # warm-up (oneDNN primitives; compilation)
+            warmup = time.perf_counter() - t0
             times = []
             for _ in range(reps):
                 sync(device)
@@ -92,7 +98,8 @@ def bench_inference(sizes, batch, reps, device) -> list[dict]:
                 ref_out, ref_speed = out.cpu(), ips
             rows.append({"size": size, "batch": batch, "mode": name, "median_s": round(med, 4),
                          "images_per_s": round(ips, 3), "speedup_vs_fp32_nchw": round(ips / ref_speed, 2),
-                         "psnr_vs_fp32_db": round(psnr(out.cpu(), ref_out), 1)})
+                         "psnr_vs_fp32_db": round(psnr(out.cpu(), ref_out), 1),
+                         "first_call_s": round(warmup, 1)})
             print(json.dumps(rows[-1]), flush=True)
         enc.to(memory_format=torch.contiguous_format)
         dec.to(memory_format=torch.contiguous_format)
@@ -154,6 +161,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile mode")
     p.add_argument("--4096", dest="big", action="store_true", help="only the 4096x4096 memory run")
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -169,7 +177,7 @@ def main() -> None:
     if args.big:
         result["large"] = bench_4096(device, args.tile_size)
     else:
-        result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device)
+        result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device, args.no_compile)
         if args.train_steps:
             result["training"] = bench_training(args.train_steps, device)
     if args.out:

@@ -282,3 +282,13 @@ def test_4096_content_stylizes_within_cpu_memory(tmp_path):
     row = json.loads(out.read_text())["large"]
     assert row["output"] == [1, 3, 4096, 4096]
     assert row["peak_rss_gb"] < 16
+
+
+@pytest.mark.slow
+def test_compiled_path_equals_eager(nets):
+    enc, dec = nets
+    x, style = images(1, seed=30), images(1, seed=31)
+    eager = Stylizer(enc, dec, precision="fp32", channels_last=True, tile_size=0)
+    compiled = Stylizer(enc, dec, precision="fp32", channels_last=True, tile_size=0, compile=True)
+    code = eager.encode_style(style)
+    torch.testing.assert_close(compiled.stylize(x, [code]), eager.stylize(x, [code]), atol=1e-3, rtol=1e-3)

@@ -143,7 +143,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         unbiased = bool(cfg.unbiased)
     stylizer = Stylizer(encoder, decoder, device=device, precision=cfg.precision,
                         channels_last=cfg.channels_last, unbiased=unbiased,
-                        tile_size=int(cfg.tile_size), method=cfg.method)
+                        tile_size=int(cfg.tile_size), method=cfg.method,
+                        compile=bool(cfg.get("compile", False)))
     # Each style is encoded once for every content.
     codes = [stylizer.encode_style(to_tensor(resize_shorter(img, int(cfg.style_size))).unsqueeze(0))
              for img in opts["style_images"]]

@@ -52,6 +52,17 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def compile_frozen(module: nn.Module):
+    """torch.compile with Inductor's freezing: weights become constants, so oneDNN convolutions
+    get pre-packed weights and fused ReLUs (about 2x on CPU in fp32 channels_last, measured in
+    scripts/bench_style.py). Compilation takes a minute or more and recurs per input shape, so
+    it pays off for folders of same-sized images."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(module, dynamic=False)
+
+
 def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``image`` (N, 3, H, W) the per-sample RGB mean and covariance of ``reference``
     (same N, any size): the whitening-colouring transform applied to pixels (core ``wct``)."""
@@ -62,7 +73,8 @@ def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5)
 class Stylizer:
     def __init__(self, encoder: nn.Module, decoder: nn.Module, *, device: torch.device | str = "cpu",
                  precision: str = "auto", channels_last: bool = True, unbiased: bool = True,
-                 eps: float = 1e-5, tile_size: int = 1024, method: str = "adain") -> None:
+                 eps: float = 1e-5, tile_size: int = 1024, method: str = "adain",
+                 compile: bool = False) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r}: expected one of {METHODS}")
         if tile_size and (tile_size < 64 or tile_size % ENCODER_STRIDE):
@@ -74,6 +86,9 @@ class Stylizer:
         self.encoder = encoder.to(self.device, memory_format=self.memory_format).eval()
         self.decoder = decoder.to(self.device, memory_format=self.memory_format).eval()
         self.unbiased, self.eps, self.tile_size, self.method = unbiased, eps, tile_size, method
+        self._encoder_fn, self._decoder_fn = self.encoder, self.decoder
+        if compile:
+            self._encoder_fn, self._decoder_fn = compile_frozen(self.encoder), compile_frozen(self.decoder)
 
     # --- precision / layout ------------------------------------------------------------------
     def _autocast(self):
@@ -91,7 +106,7 @@ class Stylizer:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device)
-        run = lambda x: self.encoder(self._fmt(x))  # noqa: E731
+        run = lambda x: self._encoder_fn(self._fmt(x))  # noqa: E731
         with self._autocast():
             if self._tiled(images):
                 return tiled_apply(run, images, tile=self.tile_size, margin=ENCODER_MARGIN,
@@ -100,7 +115,7 @@ class Stylizer:
 
     @torch.no_grad()
     def decode(self, feats: torch.Tensor) -> torch.Tensor:
-        run = lambda t: self.decoder(self._fmt(t)).float()  # noqa: E731
+        run = lambda t: self._decoder_fn(self._fmt(t)).float()  # noqa: E731
         with self._autocast():
             out_area = feats.shape[-2] * feats.shape[-1] * DECODER_SCALE ** 2
             if self.tile_size and out_area > self.tile_size ** 2:
