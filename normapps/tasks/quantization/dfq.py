@@ -83,13 +83,21 @@ def _is_relu(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
         node.op == "call_method" and node.target == "relu")
 
 
-def find_layer_pairs(model: nn.Module) -> list[LayerPair]:
+def _channels_out(layer: nn.Module) -> int:
+    for attr in ("out_channels", "out_features", "num_features"):
+        if hasattr(layer, attr):
+            return int(getattr(layer, attr))
+    raise TypeError(f"no channel count on {type(layer).__name__}")
+
+
+def find_layer_pairs(model: nn.Module, *, first_types: tuple[type, ...] = _LAYERS) -> list[LayerPair]:
     """Consecutive (conv|linear, conv|linear) pairs joined only by positively homogeneous
-    per-channel ops; grouped convs are skipped (their channels mix differently)."""
+    per-channel ops; grouped convs are skipped (their channels mix differently).
+    ``first_types=(nn.BatchNorm2d,)`` finds (BN, next layer) pairs of an unfolded model."""
     gm = torch.fx.symbolic_trace(model)
     pairs = []
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _LAYERS):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), first_types):
             continue
         first = gm.get_submodule(node.target)
         if getattr(first, "groups", 1) != 1:
@@ -99,7 +107,7 @@ def find_layer_pairs(model: nn.Module) -> list[LayerPair]:
             nxt = next(iter(cur.users))
             if nxt.op == "call_module" and isinstance(gm.get_submodule(nxt.target), _LAYERS):
                 second = gm.get_submodule(nxt.target)
-                n_out = first.out_channels if isinstance(first, nn.Conv2d) else first.out_features
+                n_out = _channels_out(first)
                 n_in = second.in_channels if isinstance(second, nn.Conv2d) else second.in_features
                 if getattr(second, "groups", 1) == 1 and n_in == n_out and nxt.args[0] is cur:
                     pairs.append(LayerPair(node.target, nxt.target, relu))
