@@ -1,6 +1,6 @@
 """Aggregate the GAN D-normalization multirun into one table.
 
-    python scripts/gan_norm_study.py outputs/gan_norm_study [--out docs/gan_norm_study.md]
+    python scripts/gan_norm_study.py outputs/gan_norm_study [more sweep dirs] [--out table.md]
 
 Reads each job's config.yaml and summary.json (final evaluation of the EMA generator) and the
 CSV log (the best evaluation during training), and prints a Markdown table sorted by final
@@ -52,7 +52,7 @@ def collect(sweep: Path) -> list[dict]:
             "D(real)": m.get("val/d_real", math.nan),
             "D(fake)": m.get("val/d_fake", math.nan),
             "max sigma(D)": m.get("val/sigma_max", math.nan),
-            "run": run.name,
+            "run": f"{run.parent.name}/{run.name}",
         })
     rows.sort(key=lambda r: next(v for k, v in r.items() if k.startswith("fid") and "final" in k))
     return rows
@@ -68,10 +68,11 @@ def to_markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweep", type=Path, help="the multirun's hydra.sweep.dir")
+    ap.add_argument("sweep", type=Path, nargs="+", help="the multirun's hydra.sweep.dir (or several)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    rows = collect(args.sweep)
+    rows = [r for sweep in args.sweep for r in collect(sweep)]
+    rows.sort(key=lambda r: next(v for k, v in r.items() if k.startswith("fid") and "final" in k))
     if not rows:
         raise SystemExit(f"no finished runs (summary.json) under {args.sweep}")
     table = to_markdown(rows)
