@@ -8,7 +8,7 @@ bundled digits, MNIST and USPS):
 - ``rotate``: rotation by +-``rotate_degrees`` (random sign per image);
 - ``scale``: the image shrunk by ``scale_factor`` about its centre.
 
-Area that rotation or scaling uncovers takes the mean colour of the image's border ring.
+Area that rotation or scaling uncovers takes the median colour of the image's border ring.
 
 Real, through torchvision when the files are under ``root`` (or ``download=true`` with
 internet): ``usps`` (MNIST->USPS) and ``mnist`` (SVHN->MNIST) load the target's test split at
@@ -51,7 +51,7 @@ def colour_background(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    # Uncovered area takes the mean colour of each image's outer ring of pixels (black for
+    # Uncovered area takes the median colour of each image's outer ring of pixels (black for
     # digits): replicating the border would smear strokes that touch the edge.
     theta = theta.to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -60,7 +60,7 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
                           align_corners=False)
     ring = torch.ones_like(x[0, 0], dtype=torch.bool)
     ring[1:-1, 1:-1] = False
-    fill = x[:, :, ring].mean(dim=2)[:, :, None, None]
+    fill = x[:, :, ring].median(dim=2).values[:, :, None, None]
     return out + (1 - cover) * fill
 
 
