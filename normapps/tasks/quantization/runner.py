@@ -14,7 +14,7 @@ from normapps.platform.checkpoint import CheckpointError, load_module, safe_load
 from normapps.platform.context import RunContext
 from normapps.platform.profiling import state_dict_bytes
 from normapps.platform.runner import checkpoint_paths, logged_metrics
-from normapps.platform.summary import write_table
+from normapps.platform.summary import metrics_to_floats, write_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, save_quantized
 from normapps.tasks.quantization.qat import QATSchedule
@@ -57,7 +57,7 @@ def float_module(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dic
     paths = checkpoint_paths(trainer)
     if paths["best_checkpoint"]:
         module = load_module(paths["best_checkpoint"], expected_task="classification")
-    metrics = {f"float/{k}": v for k, v in logged_metrics(trainer).items()}
+    metrics = metrics_to_floats({f"float/{k}": v for k, v in logged_metrics(trainer).items()})
     return module.eval(), {**paths, "train_metrics": metrics}
 
 
@@ -103,7 +103,7 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                                freeze_observer_epoch=int(q.freeze_observer_epoch))
         trainer = ctx.build_trainer(stage="qat", max_epochs=int(q.qat_epochs), extra_callbacks=[schedule])
         trainer.fit(module, datamodule=datamodule)
-        info["qat_metrics"] = {f"qat/{k}": v for k, v in logged_metrics(trainer).items()}
+        info["qat_metrics"] = metrics_to_floats({f"qat/{k}": v for k, v in logged_metrics(trainer).items()})
         if q.recalibrate_bn:
             # Re-estimate the fused modules' BN statistics with the final fake-quantized weights.
             recalibrate_bn(prepared, train_loader, max_batches=q.bn_recalib_batches)
