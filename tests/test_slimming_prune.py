@@ -131,3 +131,19 @@ def test_pruned_checkpoint_rebuilds_without_original(tmp_path, arch):
     torch.save(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="out of range"):
         load_module(tmp_path / "bad.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["small_cnn", "vgg19", "resnet18", "resnet50"])
+def test_pruned_equals_masked_on_other_archs(arch):
+    torch.manual_seed(0)
+    model = _randomize(build_classifier(arch, num_classes=10, width_mult=0.25, width=8))
+    example = torch.randn(1, 3, 32, 32)
+    plan = make_plan(model, example, ratio=0.5)
+    masked = masked_copy(model, plan.keep).eval()
+    apply_plan(model, example, plan.keep)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = masked(x)
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    assert plan.pruned_fraction() == pytest.approx(0.5, abs=0.05)
