@@ -33,7 +33,7 @@ from normapps.platform.profiling import measure_latency, state_dict_bytes  # noq
 from normapps.platform.summary import markdown_table  # noqa: E402
 from normapps.tasks.quantization import dfq, ptq, zeroq  # noqa: E402
 from normapps.tasks.quantization.artifact import arch_hparams, load_quantized, save_quantized  # noqa: E402
-from normapps.tasks.quantization.report import accuracy  # noqa: E402
+from normapps.tasks.quantization.report import accuracy, as_callable  # noqa: E402
 
 
 def ill_conditioned(model: torch.nn.Module, *, spread: float, seed: int = 0) -> torch.nn.Module:
@@ -105,7 +105,7 @@ def main() -> None:
     def add(name, fn, state, recipe, note=""):
         size = state_dict_bytes(fn) if state is None else file_size(state, arch, recipe, 32)
         rows.append({"model": name, "accuracy": accuracy(fn, test), "size_bytes": size, "note": note})
-        models[name] = fn
+        models[name] = as_callable(fn)
 
     add("fp32", net, None, {})
     recal = recalibrate_bn(copy.deepcopy(net), train, max_batches=16)
@@ -129,7 +129,7 @@ def main() -> None:
         qat_model, _ = load_quantized(args.qat_file)
         rows.append({"model": "int8 qat (fx)", "accuracy": accuracy(qat_model, test),
                      "size_bytes": os.path.getsize(args.qat_file), "note": "from a mode=qat run"})
-        models["int8 qat (fx)"] = qat_model
+        models["int8 qat (fx)"] = as_callable(qat_model)
     zq = ptq.quantize_fx(net, synth_batches, example=example)
     add("int8 zeroq (fx, per-channel)", zq, zq.state_dict(), {"backend": "fx"}, f"no data; synthesis {synth_s:.0f} s")
     folded, info = dfq.data_free_prepare(net, per_channel=True)

@@ -84,3 +84,28 @@ def _cfg(**over):
 def test_bad_options_fail_early_with_named_problem(over, msg):
     with pytest.raises(Exception, match=msg):
         validate(_cfg(**over))
+
+
+@pytest.mark.parametrize("over, msg", [
+    ({"ckpt_path": None}, "ckpt_path is required"),
+    ({"input": None}, "input is required"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"ckpt_path": "/nonexistent/quantized.pt"}, "not found"),
+])
+def test_infer_rejects_bad_options_before_work(tmp_path, over, msg):
+    from normapps.tasks.quantization.infer import run
+
+    cfg = OmegaConf.create({"ckpt_path": str(tmp_path / "q.pt"), "input": str(tmp_path),
+                            "batch_size": 4, **over})
+    with pytest.raises(Exception, match=msg):
+        run(cfg, device=torch.device("cpu"), output_dir=tmp_path)
+
+
+def test_infer_refuses_a_file_that_is_not_an_int8_model(tmp_path):
+    from normapps.platform.checkpoint import CheckpointError
+    from normapps.tasks.quantization.artifact import load_quantized
+
+    path = tmp_path / "plain.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="not an int8 model"):
+        load_quantized(path)

@@ -10,6 +10,12 @@ import torch
 from normapps.platform.profiling import latency_table
 
 
+def as_callable(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain function for the latency helpers, which call ``.eval()`` on modules: exported
+    (PT2E) graphs refuse ``.eval()``, and models here are already in eval mode."""
+    return lambda x: fn(x)
+
+
 @torch.inference_mode()
 def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Any]) -> float:
     correct = total = 0
@@ -25,7 +31,7 @@ def report_row(name: str, fn: Callable[[torch.Tensor], torch.Tensor], batches: I
                size_bytes: int, input_shape: tuple[int, ...], repeats: int = 10,
                batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
     row = {"model": name, "accuracy": accuracy(fn, batches), "size_bytes": int(size_bytes)}
-    row.update(latency_table(fn, input_shape, batch_sizes=batch_sizes, repeats=repeats))
+    row.update(latency_table(as_callable(fn), input_shape, batch_sizes=batch_sizes, repeats=repeats))
     return row
 
 
