@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from normapps.data.shifts import SYNTHETIC_SHIFTS, apply_shift
+from normapps.norm import bn_modules
 from normapps.platform.checkpoint import load_module
 from normapps.platform.context import RunContext
 from normapps.platform.runner import checkpoint_paths, logged_metrics
@@ -93,6 +94,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     methods = resolve_methods(adapt_cfg.get("method", "all"))
     validate_options(methods, adapt_cfg)
     extra_sources = resolve_extra_sources(adapt_cfg.get("extra_sources"))
+    norm = cfg.model.get("norm", "batch")
+    if "dsbn" in methods and not cfg.get("source_ckpt") and norm != "batch":
+        raise ValueError(f"adapt=dsbn needs model.norm=batch (DSBN splits BatchNorm layers), got {norm!r}")
     spec = parse_target_spec(OmegaConf.to_container(cfg.data.target, resolve=True))
     batch_size = int(cfg.data.target.get("batch_size", 128))
     if batch_size < 1:
@@ -106,6 +110,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     datamodule = ctx.build_datamodule(data_cfg)
     module, metrics, paths = train_source(cfg, ctx, datamodule)
     net = module.net.eval().to(device)
+    if not bn_modules(net) and {"test_bn", "adabn"} & set(methods):
+        log.warning("the source model has no BatchNorm layer: test_bn and adabn equal none")
     x_test, y_test = dataset_tensors(datamodule.test_set)
     clean_error = error_rate(predict_logits(net, x_test, batch_size=batch_size, device=device), y_test)
     metrics["source/test/error"] = clean_error
