@@ -9,7 +9,6 @@ input of the next layer.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +64,7 @@ def fold_bn_with_stats(model: nn.Module) -> tuple[nn.Module, dict[str, PreActSta
 
 def _is_homogeneous(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
-        if isinstance(mod, nn.AdaptiveAvgPool2d) or isinstance(mod, nn.AvgPool2d):
-            return True
-        return isinstance(mod, _HOMOGENEOUS_MODULES)
+        return isinstance(gm.get_submodule(node.target), _HOMOGENEOUS_MODULES)
     if node.op == "call_function":
         return node.target in _HOMOGENEOUS_FUNCTIONS
     if node.op == "call_method":
