@@ -48,3 +48,45 @@ def test_real_stats_kept_fake_reset(digits):
 def test_inception_weights_path_checked(tmp_path):
     with pytest.raises(FileNotFoundError, match="inception_weights"):
         InceptionFeatures(tmp_path / "missing.pth")
+
+
+def _random_inception_weights(path, monkeypatch):
+    """A state dict with the FID InceptionV3's exact layout (random values: no download here)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with monkeypatch.context() as mp:
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, **k: None)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_from_local_weights_gives_standard_fid_names(tmp_path, monkeypatch):
+    weights = _random_inception_weights(tmp_path / "pt_inception.pth", monkeypatch)
+    extractor = InceptionFeatures(weights)
+    feats, logits = extractor(torch.rand(2, 3, 32, 32))
+    assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
+    metrics = GANMetrics(extractor, suffix="", with_is=True, kid_subset_size=2, kid_subsets=2)
+    torch.manual_seed(0)
+    metrics.update(torch.rand(4, 3, 32, 32), real=True)
+    metrics.update(torch.rand(20, 3, 32, 32), real=False)  # IS uses 10 splits
+    out = metrics.compute()
+    assert {"fid", "kid", "is"} <= set(out) and out["fid"] >= 0
+
+
+def test_malicious_inception_weights_are_refused(tmp_path):
+    import os
+
+    from normapps.platform.checkpoint import CheckpointError
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError):
+        InceptionFeatures(tmp_path / "evil.pth")
+    assert not marker.exists()

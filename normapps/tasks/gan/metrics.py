@@ -141,12 +141,18 @@ class InceptionFeatures(nn.Module):
             raise ModuleNotFoundError(
                 "metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
                 "without it leave metrics.inception_weights unset to use fid_local") from err
+        # torch-fidelity reads the file with weights_only=False; vet it as plain tensors first so
+        # a weights file carrying a code-running pickle is refused before that load.
+        from normapps.platform.checkpoint import safe_load
+
+        safe_load(path)
         self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
                                       feature_extractor_weights_path=str(path))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, logits = self.net((x.clamp(0, 1) * 255).to(torch.uint8))
-        return feats.flatten(1), logits
+        # torchmetrics' forward keeps only the first feature; the torch-fidelity pass gives both.
+        feats, logits = self.net._torch_fidelity_forward((x.clamp(0, 1) * 255).to(torch.uint8))
+        return feats.reshape(len(x), -1), logits.reshape(len(x), -1)
 
 
 class GANMetrics:
