@@ -2,6 +2,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from normapps.platform.resolvers import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="conf/infer", config_name="infer")
 def main(cfg: DictConfig) -> None:

@@ -18,17 +18,24 @@ from torch import nn
 from normapps.norm import build_norm
 
 
-def time_fwd_bwd(layer: nn.Module, x: torch.Tensor, extra=(), repeats: int = 20) -> float:
-    layer.train()
-    times = []
-    for i in range(repeats + 3):
-        x.grad = None
-        t0 = time.perf_counter()
-        out = layer(x, *extra)
-        out.float().square().mean().backward()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+def fwd_bwd(layer: nn.Module, x: torch.Tensor, extra=()) -> float:
+    x.grad = None
+    t0 = time.perf_counter()
+    layer(x, *extra).float().square().mean().backward()
+    return time.perf_counter() - t0
+
+
+def time_round_robin(cases, repeats: int) -> list[float]:
+    """Median ms per case; cases are timed in turn each round so drifting load hits all alike."""
+    for _, layer, x, extra in cases:  # warm-up: first calls allocate and pick kernels
+        layer.train()
+        for _ in range(3):
+            fwd_bwd(layer, x, extra)
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(repeats):
+        for i, (_, layer, x, extra) in enumerate(cases):
+            times[i].append(fwd_bwd(layer, x, extra))
+    return [1000 * statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -57,18 +64,16 @@ def main() -> None:
         ("self_mod", build_norm("self_mod", c, z_dim=16), (z,)),
         ("domain_batch (2 domains, mixed)", build_norm("domain_batch", c, num_domains=2), (y % 2,)),
     ]
-    base = None
+    x_cl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    runs = [(name, layer, x_cl if extra == "cl" else x, () if extra == "cl" else extra)
+            for name, layer, extra in cases]
+    ms = time_round_robin(runs, args.repeats)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, input {n}x{c}x{s}x{s} fp32\n")
-    print("| kind | ms (fwd+bwd, median) | x BatchNorm2d |\n|---|---|---|")
-    for name, layer, extra in cases:
-        inp = x
-        if extra == "cl":
-            inp = x.detach().to(memory_format=torch.channels_last).requires_grad_()
-            extra = ()
-        ms = time_fwd_bwd(layer, inp, extra, args.repeats)
-        base = base or ms
-        print(f"| {name} | {ms:.2f} | {ms / base:.2f} |")
+          f"{torch.get_num_threads()} threads, input {n}x{c}x{s}x{s} fp32, "
+          f"median of {args.repeats} round-robin repeats\n")
+    print("| kind | ms (fwd+bwd, median) | x nn.BatchNorm2d |\n|---|---|---|")
+    for (name, *_), t in zip(runs, ms):
+        print(f"| {name} | {t:.2f} | {t / ms[0]:.2f} |")
 
 
 if __name__ == "__main__":

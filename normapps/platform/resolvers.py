@@ -1,0 +1,12 @@
+"""OmegaConf resolvers usable in every config (registered when train.py / infer.py import them)."""
+from omegaconf import OmegaConf
+
+
+def linear_scaled_lr(base_lr: float, batch_size: int, base_batch_size: int) -> float:
+    """Goyal et al.'s linear scaling rule: lr grows with the batch size."""
+    return float(base_lr) * int(batch_size) / int(base_batch_size)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("linear_lr"):
+        OmegaConf.register_new_resolver("linear_lr", linear_scaled_lr)
