@@ -49,6 +49,10 @@ def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
     cb = trainer.checkpoint_callback
     best = getattr(cb, "best_model_path", "") or None
     last = getattr(cb, "last_model_path", "") or None
+    if last is None and getattr(cb, "dirpath", None):
+        # ddp_spawn hands only best_model_path back to the main process; last.ckpt is on disk.
+        candidate = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+        last = str(candidate) if candidate.is_file() else None
     return {"best_checkpoint": best, "last_checkpoint": last}
 
 
