@@ -5,17 +5,9 @@ from torch import nn
 from normapps.models import build_classifier
 from normapps.tasks.quantization import dfq
 
-
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # With the cores shared, OpenMP's spinning threads make tiny ops 10-20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomized(arch="small_cnn", **kw):

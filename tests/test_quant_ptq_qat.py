@@ -10,13 +10,7 @@ from normapps.tasks.quantization.artifact import load_quantized, save_quantized
 from normapps.tasks.quantization.qat import QATSchedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # With the cores shared, OpenMP's spinning threads make tiny ops 10-20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ARCH = {"arch": "cifar_resnet", "num_classes": 10, "in_channels": 3, "width": 8, "depth": 8}

@@ -5,17 +5,9 @@ from torch import nn
 from normapps.models import build_classifier
 from normapps.tasks.quantization.zeroq import bn_statistics_loss, synthesize_calibration_data
 
-
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # With the cores shared, OpenMP's spinning threads make tiny ops 10-20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_synthesized_data_matches_bn_statistics_better_than_noise():
