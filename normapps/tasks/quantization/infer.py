@@ -6,31 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from normapps.data.classification import resize_batch
-from normapps.data.image_io import ImageFolderDataset, list_images
+from normapps.data.image_io import list_images
+from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import safe_load
 
 log = logging.getLogger(__name__)
-
-
-def _to_tensor(img) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-
-def _labelled(root: Path) -> bool:
-    """One sub-folder per class: every image sits below a first-level folder of ``root``."""
-    return root.is_dir() and all(p.parent != root for p in list_images(root))
-
-
-def _label_index(classes: list[str]) -> list[int]:
-    # Folders named 0..9 mean those class indices; other names are taken in sorted order.
-    if all(c.isdigit() for c in classes):
-        return [int(c) for c in classes]
-    return list(range(len(classes)))
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
@@ -43,29 +26,23 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     if int(cfg.batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     safe_load(cfg.ckpt_path)  # refuse a bad file before listing images
-    root = Path(str(cfg.input))
-    labelled = _labelled(root)
-    ds = ImageFolderDataset(str(cfg.input), transform=_to_tensor, with_labels=labelled)
+    list_images(cfg.input)  # a missing or empty input fails before the model is rebuilt
     if device.type != "cpu":
         log.warning("int8 x86 kernels run on the CPU; device=%s ignored", device)
     model, meta = load_quantized(cfg.ckpt_path)
     size, channels = int(meta["image_size"]), int(meta["arch"].get("in_channels", 3))
-    label_of = _label_index(ds.classes) if labelled else None
-    rows, correct = [], 0
-    bs = int(cfg.batch_size)
+    images, paths, labels, _ = load_image_folder(cfg.input, image_size=size, channels=channels)
     with torch.inference_mode():
-        for start in range(0, len(ds), bs):
-            items = [ds[i] for i in range(start, min(start + bs, len(ds)))]
-            imgs = [it[0] if labelled else it for it in items]
-            x = torch.cat([resize_batch(im.unsqueeze(0), size, channels) for im in imgs])
-            probs = model(x).float().softmax(1)
-            conf, pred = probs.max(1)
-            for j, i in enumerate(range(start, start + len(items))):
-                row = {"path": str(ds.paths[i]), "pred": int(pred[j]), "confidence": float(conf[j])}
-                if labelled:
-                    row["label"] = label_of[ds.labels[i]] if ds.labels[i] >= 0 else -1
-                    correct += int(row["label"] == row["pred"])
-                rows.append(row)
+        probs = torch.cat([model(chunk).float().softmax(1) for chunk in images.split(int(cfg.batch_size))])
+    conf, pred = probs.max(1)
+    rows = []
+    for i, path in enumerate(paths):
+        row = {"path": str(path), "pred": int(pred[i]), "confidence": float(conf[i])}
+        if labels is not None:
+            row["label"] = int(labels[i])
+        rows.append(row)
+    labelled = labels is not None
+    correct = int((pred == labels).sum()) if labelled else 0
     csv_path = output_dir / "predictions.csv"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
