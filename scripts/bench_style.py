@@ -35,7 +35,9 @@ MODES = {  # name: (precision, channels_last, torch.compile)
     "bf16 autocast NCHW": ("bf16", False, False),
     "bf16 autocast channels_last": ("bf16", True, False),
     "fp32 channels_last compiled": ("fp32", True, True),
+    "int8 channels_last": ("int8", True, False),
 }
+CALIBRATION_IMAGES = ("chelsea", "coffee", "rocket")
 
 
 def he_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -59,22 +61,36 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
+def photo(name: str, size: int) -> torch.Tensor:
+    """A bundled photograph, shorter side resized to ``size`` and centre-cropped square."""
+    import torchvision.transforms.functional as TF
+
+    from normapps.data.bundled import skimage_image
+
+    img = TF.center_crop(TF.resize(skimage_image(name), size, antialias=True), size)
+    return TF.to_tensor(img).unsqueeze(0)
+
+
 def bench_inference(sizes, batch, reps, device, no_compile=False) -> list[dict]:
     rows = []
     enc, dec = he_init(VGGEncoder(), 0), he_init(Decoder(), 1)
+    calibration = [photo(name, 256) for name in CALIBRATION_IMAGES]
     # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
     # outputs land mostly inside [0, 1] like a trained one and PSNR is not inflated by clamping.
     for size in sizes:
-        g = torch.Generator().manual_seed(size)
-        content = torch.rand(batch, 3, size, size, generator=g)
-        style = torch.rand(1, 3, size, size, generator=g)
+        content = photo("astronaut", size).expand(batch, -1, -1, -1).contiguous()
+        style = photo("gravel", size)
         ref_out, ref_speed = None, None
         for name, (precision, cl, comp) in MODES.items():
-            if comp and no_compile:
+            if (comp and no_compile) or (precision == "int8" and device.type != "cpu"):
                 continue
             st = Stylizer(enc, dec, device=device, precision=precision, channels_last=cl,
                           tile_size=0, compile=comp)
             code = st.encode_style(style)
+            if precision == "int8":
+                t0 = time.perf_counter()
+                st.calibrate_int8(calibration, [code])
+                print(json.dumps({"size": size, "int8_calibration_s": round(time.perf_counter() - t0, 1)}))
             if ref_out is None:  # calibrate output scale once on fp32
                 raw = st.decode(st.target(st.encode(content), [code]))
                 with torch.no_grad():

@@ -53,9 +53,11 @@ def test_train_two_steps_then_infer_a_folder_with_a_mask(tmp_path, inputs):
 
     out = tmp_path / "out"
     infer(out, "task=style_transfer", f"ckpt_path={ckpt}", f"content={inputs['folder']}",
-          f"style=[{inputs['s1']},{inputs['s2']}]", f"mask={inputs['mask']}", "content_size=0")
+          f"style=[{inputs['s1']},{inputs['s2']}]", f"mask={inputs['mask']}", "content_size=0",
+          "precision=int8")
     result = json.loads((out / "inference.json").read_text())
     assert result["num_images"] == 2
+    assert result["precision"] == "int8" and result["int8_calibration_s"] > 0
     assert result["skipped"] == [str(inputs["folder"] / "broken.png")]
     for name, size in (("a_stylized_s1_s2.png", (64, 64)), ("b_stylized_s1_s2.png", (80, 48))):
         img = Image.open(out / name)
@@ -99,6 +101,8 @@ def _cfg(inputs, tmp_path, **over):
     ({"style_weights": [0.5, 0.5]}, "2 values for 1 styles"),
     ({"mask": "MASK"}, "exactly two styles"),
     ({"method": "gatys"}, "method"),
+    ({"precision": "int4"}, "precision='int4'"),
+    ({"precision": "int8", "compile": True}, "do not combine"),
     ({"ckpt_path": None}, "weights needed"),
     ({"encoder_weights": "x.pth"}, "not both"),
     ({"content": "CONTENT_BAD"}, "not an image|cannot read image"),

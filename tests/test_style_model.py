@@ -2,6 +2,7 @@
 colour preservation, tiling, training losses. Random weights, tiny images."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -217,6 +218,42 @@ def test_fast_path_is_close_to_fp32(nets):
     mse = torch.mean((a - b) ** 2).item()
     assert mse < 1e-2  # random weights; the benchmark measures PSNR with real-scale outputs
     enc.to(memory_format=torch.contiguous_format), dec.to(memory_format=torch.contiguous_format)
+
+
+def test_int8_path_is_quantized_and_within_35_db_of_fp32(nets):
+    enc, dec = (copy.deepcopy(n) for n in nets)
+    ref = Stylizer(enc, dec, precision="fp32", channels_last=False, tile_size=0)
+    content, style = images(2, 96, 96, seed=30), images(1, 80, 80, seed=31)
+    code = ref.encode_style(style)
+    # Random weights put outputs far outside [0, 1]; rescale the last conv so they look like an
+    # image and clamping cannot hide the quantization error.
+    raw = ref.decode(ref.target(ref.encode(content), [code]))
+    with torch.no_grad():
+        last = dec.convs()[-1]
+        scale = 0.25 / raw.std().item()
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(0.5 - raw.mean().item() * scale)
+    a = ref.stylize(content, [code])
+
+    q = Stylizer(enc, dec, precision="int8", channels_last=True, tile_size=0)
+    with pytest.raises(RuntimeError, match="calibrate_int8"):
+        q.stylize(content, [code])
+    q.calibrate_int8([images(2, 96, 96, seed=32)], [code])  # not the evaluated images
+    quantized = [type(m).__module__ for m in q._decoder_fn.modules()]
+    assert any(".quantized" in name for name in quantized), "decoder still runs in float"
+    b = q.stylize(content, [q.encode_style(style)])
+    assert b.shape == a.shape and b.dtype == torch.float32
+    psnr = 10 * torch.log10(1.0 / torch.mean((a - b) ** 2)).item()
+    assert psnr >= 35.0, f"int8 PSNR vs fp32 {psnr:.1f} dB"
+
+
+def test_int8_is_cpu_only_and_not_compiled(nets):
+    from normapps.tasks.style_transfer.stylize import resolve_precision
+
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="do not combine"):
+        Stylizer(*nets, precision="int8", channels_last=False, tile_size=0, compile=True)
 
 
 # --- encoder weight sources -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """infer.py's style-transfer runner: validate everything, then load weights and stylize."""
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
@@ -16,7 +17,7 @@ from PIL import Image
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
-from normapps.tasks.style_transfer.stylize import METHODS, Stylizer
+from normapps.tasks.style_transfer.stylize import METHODS, PRECISIONS, Stylizer
 from normapps.tasks.style_transfer.vgg import VGGEncoder, load_public_encoder
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision={cfg.precision!r}: expected one of {PRECISIONS}")
+    if cfg.precision == "int8" and cfg.get("compile", False):
+        raise ValueError("precision=int8 and compile=true do not combine (int8 runs eagerly)")
     styles = [str(s) for s in _as_list(cfg.style)]
     if not styles:
         raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")
@@ -149,8 +154,20 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     codes = [stylizer.encode_style(to_tensor(resize_shorter(img, int(cfg.style_size))).unsqueeze(0))
              for img in opts["style_images"]]
     outputs, skipped = [], list(opts["skipped"])
+    groups = _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped)
+    calibration_s = None
+    if stylizer.int8:
+        # Calibrate on the first batch of this run's own contents, with its styles.
+        first = next(groups, None)
+        if first is None:
+            raise ValueError(f"content={cfg.content}: no readable images")
+        t0 = time.perf_counter()
+        stylizer.calibrate_int8([torch.stack([t for _, t in first])], codes)
+        calibration_s = round(time.perf_counter() - t0, 3)
+        log.info("int8: encoder and decoder quantized in %.1f s", calibration_s)
+        groups = itertools.chain([first], groups)
     start, n_images = time.perf_counter(), 0
-    for group in _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped):
+    for group in groups:
         paths = [p for p, _ in group]
         content = torch.stack([t for _, t in group])
         mask = None
@@ -171,7 +188,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "num_images": n_images,
         "skipped": skipped,
         "method": cfg.method,
-        "precision": str(stylizer.dtype or torch.float32),
+        "precision": stylizer.precision_name,
+        "int8_calibration_s": calibration_s,
         "seconds": round(seconds, 3),
         "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
     }

@@ -17,7 +17,10 @@ from normapps.tasks.style_transfer.tiling import tiled_apply
 from normapps.tasks.style_transfer.vgg import ENCODER_MARGIN, ENCODER_STRIDE
 
 METHODS = ("adain", "wct")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# Shorter side the int8 calibration images are resized to: activation ranges barely depend on
+# image size, and a calibration pass at 512 would cost as much as stylizing several images.
+INT8_CALIBRATION_SIZE = 256
 
 
 @dataclass
@@ -30,10 +33,14 @@ class StyleCode:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. ``auto``: bf16 where the hardware does it fast."""
+    """The autocast dtype, or None for fp32 (and int8, which runs quantized modules instead of
+    autocast). ``auto``: bf16 where the hardware does it fast."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
-    if precision == "fp32":
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision=int8 runs on CPU only (x86 fbgemm/oneDNN kernels), not {device.type}; "
+                         f"use bf16 or fp16 on {device.type}")
+    if precision in ("fp32", "int8"):
         return None
     if precision == "bf16":
         return torch.bfloat16
@@ -54,9 +61,9 @@ def cpu_has_native_bf16() -> bool:
 
 def compile_frozen(module: nn.Module):
     """torch.compile with Inductor's freezing: weights become constants, so oneDNN convolutions
-    get pre-packed weights and fused ReLUs (about 2x on CPU in fp32 channels_last, measured in
-    scripts/bench_style.py). Compilation takes a minute or more and recurs per input shape, so
-    it pays off for folders of same-sized images."""
+    get pre-packed weights and fused ReLUs. Compilation takes a minute or more and recurs per
+    input shape; on a 2-core CPU it measured only 1.1x over eager channels_last
+    (scripts/bench_style.py), since the convolutions already run in oneDNN."""
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
@@ -70,6 +77,17 @@ def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5)
     return out.to(image.dtype)
 
 
+class _Forward(nn.Module):
+    """``forward(x)`` only, so fx traces the encoder without its ``all_layers`` switch."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class Stylizer:
     def __init__(self, encoder: nn.Module, decoder: nn.Module, *, device: torch.device | str = "cpu",
                  precision: str = "auto", channels_last: bool = True, unbiased: bool = True,
@@ -81,14 +99,57 @@ class Stylizer:
             raise ValueError(f"tile_size={tile_size}: use 0 (no tiling) or a multiple of 8 >= 64")
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self.int8 = precision == "int8"
+        self.int8_ready = False
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder = encoder.to(self.device, memory_format=self.memory_format).eval()
         self.decoder = decoder.to(self.device, memory_format=self.memory_format).eval()
         self.unbiased, self.eps, self.tile_size, self.method = unbiased, eps, tile_size, method
         self._encoder_fn, self._decoder_fn = self.encoder, self.decoder
+        if compile and self.int8:
+            raise ValueError("compile=true and precision=int8 do not combine: int8 runs fx-quantized "
+                             "modules eagerly")
         if compile:
             self._encoder_fn, self._decoder_fn = compile_frozen(self.encoder), compile_frozen(self.decoder)
+
+    @property
+    def precision_name(self) -> str:
+        return "int8" if self.int8 else str(self.dtype or torch.float32).replace("torch.", "")
+
+    # --- int8 ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate_int8(self, contents: Sequence[torch.Tensor], styles: Sequence[StyleCode]) -> None:
+        """Quantize encoder and decoder to int8 (per-channel weights, histogram-calibrated
+        activations) from ``contents`` (each (N, 3, H, W)) and the decoder inputs they give with
+        ``styles``. Styles stay encoded in fp32, so their statistics lose nothing."""
+        from normapps.tasks.quantization.ptq import cpu_has_vnni, quantize_fx
+
+        if not self.int8:
+            raise RuntimeError("calibrate_int8 needs a Stylizer built with precision='int8'")
+        if not contents or not styles:
+            raise ValueError("int8 calibration needs at least one content image and one style")
+        images = [self._fmt(self._calibration_size(c.to(self.device))) for c in contents]
+        feats = [self.encoder(x) for x in images]
+        targets = [self._fmt(self.target(f, [code])) for f in feats for code in styles]
+        reduce_range = not cpu_has_vnni()
+        self._encoder_fn = quantize_fx(_Forward(self.encoder), images, example=images[0],
+                                       reduce_range=reduce_range)
+        self._decoder_fn = quantize_fx(_Forward(self.decoder), targets, example=targets[0],
+                                       reduce_range=reduce_range)
+        self.int8_ready = True
+
+    @staticmethod
+    def _calibration_size(x: torch.Tensor) -> torch.Tensor:
+        short = min(x.shape[-2:])
+        if short <= INT8_CALIBRATION_SIZE:
+            return x.float()
+        size = [max(ENCODER_STRIDE, round(d * INT8_CALIBRATION_SIZE / short)) for d in x.shape[-2:]]
+        return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+
+    def _check_int8(self) -> None:
+        if self.int8 and not self.int8_ready:
+            raise RuntimeError("precision=int8: call calibrate_int8(contents, styles) before stylizing")
 
     # --- precision / layout ------------------------------------------------------------------
     def _autocast(self):
@@ -104,9 +165,14 @@ class Stylizer:
 
     # --- encoder / decoder, tiled when large -------------------------------------------------
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, *, exact: bool = False) -> torch.Tensor:
+        """relu4_1 features; ``exact`` uses the float encoder even on the int8 path (styles,
+        encoded once, keep fp32 statistics)."""
+        fn = self.encoder if exact and self.int8 else self._encoder_fn
+        if fn is not self.encoder:
+            self._check_int8()
         images = images.to(self.device)
-        run = lambda x: self._encoder_fn(self._fmt(x))  # noqa: E731
+        run = lambda x: fn(self._fmt(x))  # noqa: E731
         with self._autocast():
             if self._tiled(images):
                 return tiled_apply(run, images, tile=self.tile_size, margin=ENCODER_MARGIN,
@@ -115,6 +181,7 @@ class Stylizer:
 
     @torch.no_grad()
     def decode(self, feats: torch.Tensor) -> torch.Tensor:
+        self._check_int8()
         run = lambda t: self._decoder_fn(self._fmt(t)).float()  # noqa: E731
         with self._autocast():
             out_area = feats.shape[-2] * feats.shape[-1] * DECODER_SCALE ** 2
@@ -125,7 +192,7 @@ class Stylizer:
 
     @torch.no_grad()
     def encode_style(self, style: torch.Tensor) -> StyleCode:
-        feat = self.encode(style if style.dim() == 4 else style.unsqueeze(0))
+        feat = self.encode(style if style.dim() == 4 else style.unsqueeze(0), exact=True)
         mean, std = calc_mean_std(feat, eps=self.eps, unbiased=self.unbiased)
         return StyleCode(mean=mean, std=std, feat=feat if self.method == "wct" else None)
 
