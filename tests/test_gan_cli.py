@@ -74,3 +74,17 @@ def test_resume_continues_g_step_counter(first_run, tmp_path):
     assert summary["g_steps"] == 4 and summary["global_step"] == 8
     ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert int(ckpt["state_dict"]["g_steps"]) == 4
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """trainer=ddp through train.py: two gloo processes, manual optimization with
+    n_dis, the G-step counter and the distributed metric states agree across ranks. Plain
+    ``ddp`` (Lightning re-launches train.py per rank): ``ddp_spawn`` would pickle the model, and
+    PyTorch cannot pickle parametrized (spectral-normalized) modules."""
+    tiny = [o for o in TINY if not o.startswith(("logger=", "trainer="))]
+    summary = train(tmp_path / "ddp", *tiny, "logger=none", "max_g_steps=2", "trainer=ddp",
+                    "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0", env=ENV)
+    assert summary["g_steps"] == 2 and summary["global_step"] == 4
+    assert "val/fid_local" in summary["metrics"]
+    assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
+    assert "GLOBAL_RANK: 1" in (tmp_path / "ddp" / "train_ddp_process_1.log").read_text()
