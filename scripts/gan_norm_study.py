@@ -1,6 +1,7 @@
 """Aggregate the GAN D-normalization multirun into one table.
 
     python scripts/gan_norm_study.py outputs/gan_norm_study [more sweep dirs] [--out table.md]
+    python scripts/gan_norm_study.py sweep_seed1 sweep_seed2 ... --by-norm   # mean over seeds
 
 Reads each job's config.yaml and summary.json (final evaluation of the EMA generator) and the
 CSV log (the best evaluation during training), and prints a Markdown table sorted by final
@@ -12,6 +13,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import yaml
@@ -42,6 +44,7 @@ def collect(sweep: Path) -> list[dict]:
         suffix = key.split("fid", 1)[1]
         rows.append({
             "d_norm": cfg["model"]["d_norm"],
+            "seed": cfg.get("seed"),
             "g_norm": cfg["model"]["g_norm"],
             "loss": cfg["model"]["loss"],
             "g_steps": summary.get("g_steps"),
@@ -58,6 +61,31 @@ def collect(sweep: Path) -> list[dict]:
     return rows
 
 
+def by_norm(rows: list[dict]) -> list[dict]:
+    """One row per D norm: mean, sample std and range over the runs (seeds) that share it."""
+    fid = next(k for k in rows[0] if k.startswith("fid") and "final" in k)
+    kid = next(k for k in rows[0] if k.startswith("kid"))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["d_norm"], []).append(r)
+    out = []
+    for norm, runs in groups.items():
+        runs = sorted(runs, key=lambda r: str(r["seed"]))
+        fids = [r[fid] for r in runs]
+        kids = [r[kid] for r in runs]
+        out.append({
+            "d_norm": norm,
+            "seeds": len(runs),
+            f"{fid} mean": statistics.fmean(fids),
+            f"{fid} std": statistics.stdev(fids) if len(fids) > 1 else math.nan,
+            f"{fid} per seed": " / ".join(f"{r['seed']}: {v:.0f}" for r, v in zip(runs, fids)),
+            f"{kid} mean": statistics.fmean(kids),
+            "max sigma(D) mean": statistics.fmean(r["max sigma(D)"] for r in runs),
+        })
+    out.sort(key=lambda r: r[f"{fid} mean"])
+    return out
+
+
 def to_markdown(rows: list[dict]) -> str:
     cols = list(rows[0])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -70,12 +98,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", type=Path, nargs="+", help="the multirun's hydra.sweep.dir (or several)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--by-norm", action="store_true", help="aggregate runs (seeds) per D norm")
     args = ap.parse_args()
     rows = [r for sweep in args.sweep for r in collect(sweep)]
     rows.sort(key=lambda r: next(v for k, v in r.items() if k.startswith("fid") and "final" in k))
     if not rows:
         raise SystemExit(f"no finished runs (summary.json) under {args.sweep}")
-    table = to_markdown(rows)
+    table = to_markdown(by_norm(rows) if args.by_norm else rows)
     print(table)
     if args.out:
         args.out.write_text(table)

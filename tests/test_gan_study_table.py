@@ -1,0 +1,43 @@
+"""scripts/gan_norm_study.py: per-run rows from a multirun folder and the per-norm aggregate."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("gan_norm_study", ROOT / "scripts/gan_norm_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job(sweep: Path, name: str, d_norm: str, seed: int, fid: float) -> None:
+    job = sweep / name
+    job.mkdir(parents=True)
+    cfg = {"seed": seed, "model": {"d_norm": d_norm, "g_norm": "batch", "loss": "hinge"}}
+    (job / "config.yaml").write_text(yaml.safe_dump(cfg))
+    metrics = {"val/fid_local": fid, "val/kid_local": fid / 10, "val/is_local": 2.0,
+               "val/d_real": 1.0, "val/d_fake": -1.0, "val/sigma_max": 1.0}
+    (job / "summary.json").write_text(json.dumps({"metrics": metrics, "g_steps": 400}))
+
+
+def test_by_norm_aggregates_seeds_and_sorts_by_mean(study, tmp_path):
+    _job(tmp_path / "a", "0", "spectral", 42, 100.0)
+    _job(tmp_path / "a", "1", "none", 42, 50.0)
+    _job(tmp_path / "b", "0", "spectral", 1, 140.0)
+    _job(tmp_path / "b", "1", "none", 1, 2000.0)  # a collapsed seed
+    rows = study.collect(tmp_path / "a") + study.collect(tmp_path / "b")
+    assert [r["fid_local (final)"] for r in rows[:2]] == [50.0, 100.0]  # each sweep sorted by fid
+    table = study.by_norm(rows)
+    assert [r["d_norm"] for r in table] == ["spectral", "none"]
+    spectral = table[0]
+    assert spectral["seeds"] == 2 and spectral["fid_local (final) mean"] == pytest.approx(120.0)
+    assert spectral["fid_local (final) std"] == pytest.approx(28.284, abs=1e-3)
+    assert spectral["fid_local (final) per seed"] == "1: 140 / 42: 100"
+    assert "| spectral | 2 |" in study.to_markdown(table)
