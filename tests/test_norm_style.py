@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from normapps.norm import adain, adain_from_stats, calc_mean_std, wct
@@ -63,3 +64,25 @@ def test_wct_matches_style_covariance_and_mean():
     torch.testing.assert_close(wct(content, style, alpha=0.3), 0.3 * out + 0.7 * content, atol=1e-5, rtol=1e-5)
     # batched result equals per-sample result
     torch.testing.assert_close(wct(content[1:], style[1:]), out[1:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_calc_mean_std_with_a_region_weight(unbiased):
+    x = torch.randn(2, 5, 6, 7)
+    region = torch.zeros(2, 1, 6, 7)
+    region[0, :, :3] = 1  # sample 0: top half
+    region[1, :, :, 4:] = 1  # sample 1: right columns
+    mean, std = calc_mean_std(x, eps=1e-5, unbiased=unbiased, weight=region)
+    for i, sel in enumerate((x[0, :, :3], x[1, :, :, 4:])):
+        ref_mean, ref_std = calc_mean_std(sel.unsqueeze(0), eps=1e-5, unbiased=unbiased)
+        torch.testing.assert_close(mean[i], ref_mean[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(std[i], ref_std[0], atol=1e-5, rtol=1e-5)
+    # all-ones weight == no weight; an empty region is finite, not NaN
+    ones = calc_mean_std(x, unbiased=unbiased, weight=torch.ones(1, 1, 6, 7))
+    plain = calc_mean_std(x, unbiased=unbiased)
+    torch.testing.assert_close(ones[0].expand_as(plain[0]), plain[0])
+    torch.testing.assert_close(ones[1].expand_as(plain[1]), plain[1])
+    empty = calc_mean_std(x, weight=torch.zeros(2, 1, 6, 7))
+    assert torch.isfinite(empty[0]).all() and torch.isfinite(empty[1]).all()
+    with pytest.raises(ValueError, match="weight must be"):
+        calc_mean_std(x, weight=torch.ones(2, 2, 6, 7))

@@ -19,18 +19,31 @@ def _stat_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def calc_mean_std(
-    x: torch.Tensor, eps: float = 1e-5, unbiased: bool = True
+    x: torch.Tensor, eps: float = 1e-5, unbiased: bool = True, weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and ``sqrt(var + eps)`` of (N, C, *) features.
 
     Both are shaped (N, C, 1, ...) and at least float32. ``unbiased`` matches the widely used
-    pytorch-AdaIN port (std from the unbiased variance).
+    pytorch-AdaIN port (std from the unbiased variance). ``weight`` (N or 1, 1, *spatial, >= 0)
+    restricts the statistics to a region: a 0/1 weight gives exactly the statistics of the
+    selected positions (frequency weights, so ``unbiased`` divides by their count minus one);
+    an empty region gives mean 0 and std sqrt(eps) rather than NaN.
     """
     if x.dim() < 3:
         raise ValueError(f"expected (N, C, *spatial), got {tuple(x.shape)}")
     n, c = x.shape[:2]
-    var, mean = torch.var_mean(x.to(_stat_dtype(x)).reshape(n, c, -1), dim=2, correction=int(unbiased))
     shape = (n, c) + (1,) * (x.dim() - 2)
+    f = x.to(_stat_dtype(x)).reshape(n, c, -1)
+    if weight is None:
+        var, mean = torch.var_mean(f, dim=2, correction=int(unbiased))
+        return mean.reshape(shape), (var + eps).sqrt().reshape(shape)
+    if weight.shape[1] != 1 or weight.shape[2:] != x.shape[2:]:
+        raise ValueError(f"weight must be (N, 1, *spatial) matching {tuple(x.shape)}, got {tuple(weight.shape)}")
+    w = weight.to(f.dtype).reshape(weight.shape[0], 1, -1)
+    total = w.sum(dim=2)  # (N, 1)
+    mean = (f * w).sum(dim=2) / total.clamp_min(1e-12)
+    sq = ((f - mean.unsqueeze(2)) ** 2 * w).sum(dim=2)
+    var = sq / (total - int(unbiased)).clamp_min(1e-12)
     return mean.reshape(shape), (var + eps).sqrt().reshape(shape)
 
 
@@ -40,9 +53,14 @@ def adain_from_stats(
     style_std: torch.Tensor,
     eps: float = 1e-5,
     unbiased: bool = True,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """AdaIN with precomputed style statistics (encode a style once, apply it many times)."""
-    c_mean, c_std = calc_mean_std(content, eps=eps, unbiased=unbiased)
+    """AdaIN with precomputed style statistics (encode a style once, apply it many times).
+
+    ``region`` (N or 1, 1, *spatial): normalize the content with the statistics of that region
+    only (spatial control as in the original implementation: each masked region is aligned to
+    its own style); the result is meant for that region."""
+    c_mean, c_std = calc_mean_std(content, eps=eps, unbiased=unbiased, weight=region)
     scale = style_std.to(c_std.dtype) / c_std
     shift = style_mean.to(c_mean.dtype) - c_mean * scale
     # One fused multiply-add over the big tensor; the per-channel algebra is on (N, C) stats.

@@ -210,7 +210,14 @@ class Stylizer:
             if len(styles) != 2:
                 raise ValueError(f"a mask needs exactly two styles, got {len(styles)}")
             m = F.interpolate(mask.to(c.device, torch.float32), size=c.shape[-2:], mode="area")
-            t = m * self._transfer(c, styles[0]).float() + (1 - m) * self._transfer(c, styles[1]).float()
+            if self.method == "adain":
+                # Each region is normalized with its own content statistics and given its own
+                # style's, so the white part carries exactly the first style's statistics.
+                t = sum(r * adain_from_stats(c, s.mean, s.std, eps=self.eps, unbiased=self.unbiased,
+                                             region=r).float()
+                        for r, s in ((m, styles[0]), (1 - m, styles[1])))
+            else:
+                t = m * self._transfer(c, styles[0]).float() + (1 - m) * self._transfer(c, styles[1]).float()
         elif len(styles) == 1:
             t = self._transfer(c, styles[0]).float()
         else:
