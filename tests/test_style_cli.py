@@ -123,3 +123,13 @@ def test_folder_with_a_bad_file_warns_and_skips(inputs, tmp_path, caplog):
     assert "broken.png" in caplog.text
     assert [p.name for p in opts["contents"]] == ["a.png", "b.jpg"]
     assert opts["skipped"] == [str(inputs["folder"] / "broken.png")]
+
+
+def test_same_named_contents_in_sub_folders_get_separate_outputs(tmp_path):
+    from normapps.tasks.style_transfer.infer import common_root, output_path
+
+    contents = [tmp_path / "photos" / "a.png", tmp_path / "photos" / "trip" / "a.png"]
+    root = common_root(contents)
+    assert root == (tmp_path / "photos").resolve()
+    out = [output_path(tmp_path / "out", p.resolve(), root, ["x.jpg"]) for p in contents]
+    assert out == [tmp_path / "out" / "a_stylized_x.png", tmp_path / "out" / "trip" / "a_stylized_x.png"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -121,6 +122,16 @@ def output_name(content: Path, styles: list[str]) -> str:
     return f"{content.stem}_stylized_{'_'.join(Path(s).stem for s in styles)}.png"
 
 
+def output_path(output_dir: Path, content: Path, root: Path, styles: list[str]) -> Path:
+    """``output_dir`` mirrors the contents' sub-folders below their common ``root``, so two
+    contents with the same name in different sub-folders do not overwrite each other."""
+    return output_dir / content.parent.relative_to(root) / output_name(content, styles)
+
+
+def common_root(contents: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in contents]))
+
+
 def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[str]):
     """Read, resize and group same-shaped contents into batches (bad files warned and skipped)."""
     pending: dict[tuple[int, int], list] = defaultdict(list)
@@ -166,6 +177,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         calibration_s = round(time.perf_counter() - t0, 3)
         log.info("int8: encoder and decoder quantized in %.1f s", calibration_s)
         groups = itertools.chain([first], groups)
+    root = common_root(opts["contents"])
     start, n_images = time.perf_counter(), 0
     for group in groups:
         paths = [p for p, _ in group]
@@ -177,7 +189,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         out = stylizer.stylize(content, codes, weights=opts["weights"], mask=mask,
                                alpha=opts["alpha"], preserve_color=bool(cfg.preserve_color))
         for path, image in zip(paths, out):
-            target = output_dir / output_name(path, opts["styles"])
+            target = output_path(output_dir, Path(path).resolve(), root, opts["styles"])
+            target.parent.mkdir(parents=True, exist_ok=True)
             save_png(image, target)
             outputs.append(str(target))
         n_images += len(group)
