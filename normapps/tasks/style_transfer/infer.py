@@ -18,7 +18,7 @@ from PIL import Image
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
-from normapps.tasks.style_transfer.stylize import METHODS, PRECISIONS, Stylizer
+from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
 from normapps.tasks.style_transfer.vgg import VGGEncoder, load_public_encoder
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision={cfg.precision!r}: expected one of {PRECISIONS}")
-    if cfg.precision == "int8" and cfg.get("compile", False):
-        raise ValueError("precision=int8 and compile=true do not combine (int8 runs eagerly)")
+    check_precision(cfg.precision, compile=bool(cfg.get("compile", False)))
     styles = [str(s) for s in _as_list(cfg.style)]
     if not styles:
         raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")

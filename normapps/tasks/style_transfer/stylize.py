@@ -32,14 +32,23 @@ class StyleCode:
     feat: torch.Tensor | None = None
 
 
+def check_precision(precision: str, *, compile: bool = False,
+                    device: torch.device | None = None) -> None:
+    """Reject a precision this pipeline cannot run, before any model is built."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
+    if precision == "int8" and compile:
+        raise ValueError("precision=int8 and compile=true do not combine: int8 runs fx-quantized "
+                         "modules eagerly")
+    if precision == "int8" and device is not None and device.type != "cpu":
+        raise ValueError(f"precision=int8 runs on CPU only (x86 fbgemm/oneDNN kernels), not {device.type}; "
+                         f"use bf16 or fp16 on {device.type}")
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32 (and int8, which runs quantized modules instead of
     autocast). ``auto``: bf16 where the hardware does it fast."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
-    if precision == "int8" and device.type != "cpu":
-        raise ValueError(f"precision=int8 runs on CPU only (x86 fbgemm/oneDNN kernels), not {device.type}; "
-                         f"use bf16 or fp16 on {device.type}")
+    check_precision(precision, device=device)
     if precision in ("fp32", "int8"):
         return None
     if precision == "bf16":
@@ -98,6 +107,7 @@ class Stylizer:
         if tile_size and (tile_size < 64 or tile_size % ENCODER_STRIDE):
             raise ValueError(f"tile_size={tile_size}: use 0 (no tiling) or a multiple of 8 >= 64")
         self.device = torch.device(device)
+        check_precision(precision, compile=compile, device=self.device)
         self.dtype = resolve_precision(precision, self.device)
         self.int8 = precision == "int8"
         self.int8_ready = False
@@ -107,9 +117,6 @@ class Stylizer:
         self.decoder = decoder.to(self.device, memory_format=self.memory_format).eval()
         self.unbiased, self.eps, self.tile_size, self.method = unbiased, eps, tile_size, method
         self._encoder_fn, self._decoder_fn = self.encoder, self.decoder
-        if compile and self.int8:
-            raise ValueError("compile=true and precision=int8 do not combine: int8 runs fx-quantized "
-                             "modules eagerly")
         if compile:
             self._encoder_fn, self._decoder_fn = compile_frozen(self.encoder), compile_frozen(self.decoder)
 
