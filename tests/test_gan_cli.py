@@ -5,8 +5,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from normapps.tasks.gan.runner import trainer_overrides
-from tests.helpers import infer, train
+from normapps.tasks.gan.runner import g_step_budget, trainer_overrides
+from tests.helpers import infer, run_cli, train
 
 ENV = {"OMP_NUM_THREADS": "1"}
 TINY = ["task=gan", "trainer=debug", "logger=csv", "n_dis=1", "model.g_arch=dcgan", "model.d_arch=dcgan",
@@ -86,5 +86,37 @@ def test_ddp_two_cpu_processes(tmp_path):
                     "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0", env=ENV)
     assert summary["g_steps"] == 2 and summary["global_step"] == 4
     assert "val/fid_local" in summary["metrics"]
+    # Each rank generates its own share of the fixed evaluation latents: after the metric
+    # states are synced, every generated image counts once (metrics.num_samples=16), not twice.
+    assert summary["metrics"]["val/num_fake"] == 16
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
     assert "GLOBAL_RANK: 1" in (tmp_path / "ddp" / "train_ddp_process_1.log").read_text()
+
+
+def test_explicit_trainer_max_steps_sets_the_g_step_budget(tmp_path):
+    """``trainer.max_steps=N`` on the command line is honoured: N optimizer steps are
+    N / (n_dis + 1) generator iterations (it used to be replaced by max_g_steps' 2000)."""
+    summary = train(tmp_path / "run", *TINY, "trainer.max_steps=4", env=ENV, timeout=300)
+    assert summary["g_steps"] == 2 and summary["global_step"] == 4
+    assert summary["g_step_budget"] == {"max_g_steps": 2, "from": "trainer.max_steps=4"}
+
+
+@pytest.mark.parametrize("explicit, msg", [
+    ({"trainer.max_steps": 12, "max_g_steps": 5}, "trainer.max_steps=12 .*max_g_steps=5"),
+    ({"trainer.max_steps": 3}, "max_g_steps"),
+    ({"trainer.val_check_interval": 10}, "eval_every_g_steps"),
+    ({"trainer.check_val_every_n_epoch": 2}, "eval_every_g_steps"),
+])
+def test_trainer_overrides_that_cannot_be_honoured_are_refused(explicit, msg):
+    with pytest.raises(ValueError, match=msg):
+        g_step_budget(max_g_steps=int(explicit.get("max_g_steps", 2000)), n_dis=5, explicit=explicit,
+                      batches_per_epoch=lambda: 28)
+
+
+def test_g_step_budget_from_epochs():
+    # 3 epochs of 28 batches = 84 D steps = 16 G steps at n_dis 5.
+    budget = g_step_budget(max_g_steps=2000, n_dis=5, explicit={"trainer.max_epochs": 3},
+                           batches_per_epoch=lambda: 28)
+    assert budget == {"max_g_steps": 16, "from": "trainer.max_epochs=3"}
+    assert g_step_budget(max_g_steps=7, n_dis=5, explicit={}, batches_per_epoch=lambda: 28) == {
+        "max_g_steps": 7, "from": "max_g_steps"}

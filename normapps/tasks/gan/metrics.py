@@ -9,6 +9,7 @@ Features are extracted once per batch and fed to the three metrics through an id
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normapps.platform.checkpoint import safe_load
+from normapps.platform.checkpoint import CheckpointError, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,19 @@ def _rotations(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tenso
 
 def train_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, steps: int,
                             seed: int, batch_size: int = 64, lr: float = 1e-3) -> LocalFeatureNet:
-    """Train on the real images: class labels when there are any, else rotation prediction."""
+    """Train on the real images: class labels when there are any, else rotation prediction.
+
+    Deterministic in ``seed`` without touching the caller's random stream: the initial weights
+    are drawn inside ``torch.random.fork_rng`` (the global state is restored afterwards), the
+    batches from a local generator. Reseeding the global generator here made every run after a
+    cold cache draw its latents, labels and penalty noise from this seed, whatever its own.
+    """
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     supervised = labels is not None and int(labels.max()) > 0
-    net = LocalFeatureNet(channels=images.shape[1], num_outputs=int(labels.max()) + 1 if supervised else 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = LocalFeatureNet(channels=images.shape[1],
+                              num_outputs=int(labels.max()) + 1 if supervised else 4)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     for _ in range(steps):
@@ -141,13 +150,18 @@ class InceptionFeatures(nn.Module):
             raise ModuleNotFoundError(
                 "metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
                 "without it leave metrics.inception_weights unset to use fid_local") from err
-        # torch-fidelity reads the file with weights_only=False; vet it as plain tensors first so
-        # a weights file carrying a code-running pickle is refused before that load.
-        from normapps.platform.checkpoint import safe_load
-
-        safe_load(path)
+        # Read the file once, as plain tensors (weights_only=True), and hand those tensors over.
+        # torch-fidelity's constructor torch.load()s whatever it is given with weights_only=False,
+        # so it gets an in-memory copy we serialized from the vetted tensors, never the file:
+        # a file swapped after the check is not read again.
+        state = safe_load(path)
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"metrics.inception_weights: {path} is not a state dict of tensors")
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().clone() for k, v in state.items()}, buffer)
+        buffer.seek(0)
         self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
-                                      feature_extractor_weights_path=str(path))
+                                      feature_extractor_weights_path=buffer)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # torchmetrics' forward keeps only the first feature; the torch-fidelity pass gives both.

@@ -58,9 +58,18 @@ class GANModule(NormappsModule):
         local_feature_steps: int = 600,
         local_feature_cache: str | None = None,
         kid_subset_size: int = 1000,
+        g_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         check_loss(loss)
+        if loss == "wgan_gp" and d_norm == "batch":
+            # The penalty is a per-sample gradient norm; batch statistics couple the samples, so
+            # d D(x_i) / d x_i is not the critic's gradient at x_i (Gulrajani et al. use layer norm).
+            raise ValueError("model.loss=wgan_gp needs a per-sample critic: model.d_norm=batch couples "
+                             "the samples through batch statistics; use model.d_norm=layer (as the "
+                             "WGAN-GP paper) or spectral/weight/none")
+        if g_batch_size is not None and g_batch_size < 2:
+            raise ValueError(f"gan.g_batch_size must be >= 2 or null (the D batch size), got {g_batch_size}")
         if conditional and num_classes < 2:
             raise ValueError(f"model.conditional=true needs a labelled dataset (num_classes={num_classes})")
         if conditional != (g_norm == "cond_batch"):
@@ -159,12 +168,13 @@ class GANModule(NormappsModule):
         opt_g, opt_d = self.optimizers()
         n = x.shape[0]
 
-        # Discriminator: one step per real batch, fakes labelled like the real batch.
+        # Discriminator: one step per real batch; the fakes' labels are drawn uniformly, as in
+        # the references (pfnet sngan_projection, StudioGAN), not copied from the real batch.
         self.toggle_optimizer(opt_d)
-        z, _ = self.sample_latent(n)
+        z, y_fake = self.sample_latent(n)
         with torch.no_grad():
-            fake = self.G(z, y)
-        d_real, d_fake = self.D(x, y), self.D(fake, y)
+            fake = self.G(z, y_fake)
+        d_real, d_fake = self.D(x, y), self.D(fake, y_fake)
         loss_d = d_loss(hp.loss, d_real, d_fake)
         if hp.loss == "wgan_gp":
             gp = gradient_penalty(lambda t: self.D(t, y), x, fake)
@@ -181,9 +191,10 @@ class GANModule(NormappsModule):
 
         if int(self.d_steps) % hp.n_dis:
             return
-        # Generator: every n_dis discriminator steps.
+        # Generator: every n_dis discriminator steps, on g_batch_size samples (pfnet's SN-GAN
+        # configs: 128 generated per G step with a D batch of 64).
         self.toggle_optimizer(opt_g)
-        z, yg = self.sample_latent(n)
+        z, yg = self.sample_latent(hp.g_batch_size or n)
         loss_g = g_loss(hp.loss, self.D(self.G(z, yg), yg))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -240,9 +251,17 @@ class GANModule(NormappsModule):
             self.metrics.update(x, real=True)
 
     def _eval_latents(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        gen = torch.Generator().manual_seed(self.hparams.eval_seed)
+        """This process's share of the ``n`` fixed-seed evaluation latents, in batches.
+
+        Every process draws the same ``n`` latents and keeps the rows ``rank::world_size``, so
+        after torchmetrics sums the metric states each generated image counts once and the set
+        is the single-process one, whatever the number of processes."""
+        rank, world = (0, 1) if self._trainer is None else (self.global_rank, self.trainer.world_size)
+        z, y = self.sample_latent(n, generator=torch.Generator().manual_seed(self.hparams.eval_seed))
+        z = z[rank::world]
+        y = None if y is None else y[rank::world]
         bs = self.hparams.eval_batch_size
-        return [self.sample_latent(min(bs, n - i), generator=gen) for i in range(0, n, bs)]
+        return [(z[i:i + bs], None if y is None else y[i:i + bs]) for i in range(0, len(z), bs)]
 
     @torch.no_grad()
     def evaluate_generator(self) -> dict[str, float]:
@@ -259,6 +278,11 @@ class GANModule(NormappsModule):
                 self.metrics.update(imgs, real=False)
         if self.metrics is not None:
             out.update({f"val/{k}": v for k, v in self.metrics.compute().items()})
+            # Generated images the metrics saw, summed over all processes.
+            n_fake = torch.tensor(float(self.metrics.num_fake), device=self.device)
+            if self._trainer is not None:
+                n_fake = self.trainer.strategy.reduce(n_fake, reduce_op="sum")
+            out["val/num_fake"] = float(n_fake)
         out["val/d_fake"] = float(torch.cat(d_fake).mean())
         return out
 

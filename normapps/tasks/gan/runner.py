@@ -1,10 +1,16 @@
 """train.py's flow for GANs: the trainer's step budget and validation cadence are derived from
 generator iterations (``max_g_steps``, ``eval_every_g_steps``), since Lightning's global_step
-counts every optimizer step (n_dis + 1 per generator iteration)."""
+counts every optimizer step (n_dis + 1 per generator iteration).
+
+A user's explicit ``trainer.max_steps`` / ``trainer.max_epochs`` on the command line is honoured
+by deriving the generator budget from it; trainer options that cannot be expressed in
+generator iterations (the validation cadence) or that contradict ``max_g_steps`` are refused
+before any work, naming the key to use instead.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, open_dict
 
@@ -12,6 +18,9 @@ from normapps.platform.context import RunContext
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 
 log = logging.getLogger(__name__)
+
+# Trainer keys the runner sets itself from the generator-iteration options.
+_CADENCE_KEYS = ("trainer.val_check_interval", "trainer.check_val_every_n_epoch")
 
 
 def trainer_overrides(*, max_g_steps: int, n_dis: int, eval_every_g_steps: int) -> dict[str, Any]:
@@ -27,16 +36,77 @@ def trainer_overrides(*, max_g_steps: int, n_dis: int, eval_every_g_steps: int) 
     }
 
 
+def explicit_overrides() -> dict[str, Any]:
+    """``key -> value`` of the overrides the user typed (``hydra.overrides.task``); empty when
+    the config was not composed by Hydra's command line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    out: dict[str, Any] = {}
+    for item in HydraConfig.get().overrides.task:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
+                  batches_per_epoch: Callable[[], int]) -> dict[str, Any]:
+    """The generator iterations to run and where that number comes from.
+
+    ``trainer.max_steps=N`` -> N // (n_dis + 1) G steps; ``trainer.max_epochs=E`` -> the G steps
+    that E epochs of D batches give; otherwise ``max_g_steps``. A trainer budget together with
+    a different explicit ``max_g_steps`` is refused, and so is an explicit validation cadence.
+    """
+    for key in _CADENCE_KEYS:
+        if key in explicit:
+            raise ValueError(f"{key}={explicit[key]}: task=gan evaluates every eval_every_g_steps "
+                             "generator iterations; set eval_every_g_steps instead")
+    per_g = n_dis + 1
+    if "trainer.max_steps" in explicit:
+        steps = int(explicit["trainer.max_steps"])
+        derived, source = steps // per_g, f"trainer.max_steps={steps}"
+        if steps < per_g:
+            raise ValueError(f"{source} is less than one generator iteration (n_dis + 1 = {per_g} "
+                             "optimizer steps); set max_g_steps (generator iterations) instead")
+    elif "trainer.max_epochs" in explicit and int(explicit["trainer.max_epochs"]) >= 0:
+        epochs = int(explicit["trainer.max_epochs"])
+        derived, source = epochs * batches_per_epoch() // n_dis, f"trainer.max_epochs={epochs}"
+        if derived < 1:
+            raise ValueError(f"{source} is less than one generator iteration; set max_g_steps "
+                             "(generator iterations) instead")
+    else:
+        return {"max_g_steps": int(max_g_steps), "from": "max_g_steps"}
+    if "max_g_steps" in explicit and int(explicit["max_g_steps"]) != derived:
+        raise ValueError(f"{source} means {derived} generator iterations at n_dis={n_dis}, but "
+                         f"max_g_steps={explicit['max_g_steps']} was also given: set only max_g_steps")
+    return {"max_g_steps": derived, "from": source}
+
+
 def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    explicit = explicit_overrides()
+    n_dis = int(cfg.model.n_dis)
+    # Cadence and contradictions are refused before the data is read.
+    g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
+                  batches_per_epoch=lambda: 1)
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")  # folder datasets learn their class count here
+    budget = g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
+                           batches_per_epoch=lambda: len(datamodule.train_dataloader()))
+    if budget["from"] != "max_g_steps":
+        log.info("%s: %d generator iterations (n_dis=%d)", budget["from"], budget["max_g_steps"], n_dis)
     if cfg.model.get("inception_weights"):
         with open_dict(cfg):
             cfg.task.monitor = "val/fid"
-    module = ctx.build_module(num_classes=datamodule.num_classes)
+    module = ctx.build_module(num_classes=datamodule.num_classes, max_g_steps=budget["max_g_steps"])
     hp = module.hparams
     overrides = trainer_overrides(max_g_steps=hp.max_g_steps, n_dis=hp.n_dis,
                                   eval_every_g_steps=cfg.eval_every_g_steps)
+    if "trainer.max_epochs" in explicit:
+        overrides["max_epochs"] = int(explicit["trainer.max_epochs"])
+    if "trainer.num_sanity_val_steps" in explicit:
+        overrides.pop("num_sanity_val_steps")
     if cfg.trainer.get("strategy") == "ddp":
         # The D step runs G without grad (and the G step leaves D frozen): DDP must allow
         # parameters that get no gradient in a backward pass.
@@ -51,4 +121,4 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         metrics.update(res)
     metrics["train/g_steps_done"] = int(module.g_steps)
     return {"metrics": metrics, **paths, "g_steps": int(module.g_steps),
-            "global_step": int(trainer.global_step)}
+            "global_step": int(trainer.global_step), "g_step_budget": budget}
