@@ -16,6 +16,11 @@ TINY = ["task=gan", "trainer=debug", "logger=csv", "n_dis=1", "model.g_arch=dcga
         "model.conditional=true", "model.g_norm=cond_batch", "model.loss=wgan_gp", "eval_every_g_steps=1"]
 
 
+FEATURES = ["gan.g_spectral_norm=true", "gan.self_attention=true", "gan.attention_size=8", "gan.r1_gamma=0.1",
+            "gan.diffaugment=[color,translation,cutout]", "gan.intra_fid=true", "gan.fid_stats=train",
+            "gan.g_batch_size=12"]
+
+
 def test_trainer_budget_counts_every_optimizer_step():
     o = trainer_overrides(max_g_steps=10, n_dis=5, eval_every_g_steps=4)
     assert o["max_steps"] == 60 and o["val_check_interval"] == 20 and o["max_epochs"] == -1
@@ -24,7 +29,9 @@ def test_trainer_budget_counts_every_optimizer_step():
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gan_run")
-    summary = train(run, *TINY, "max_g_steps=2", env=ENV)
+    # Every gan.* recipe option at once, through the config: SN + self-attention in G, R1,
+    # DiffAugment, intra-class FID, FID against cached training statistics, G batch size.
+    summary = train(run, *TINY, *FEATURES, f"gan.fid_stats_cache={run / 'fid_stats'}", "max_g_steps=2", env=ENV)
     return run, summary
 
 
@@ -36,6 +43,12 @@ def test_train_two_g_steps(first_run):
         assert key in m, key
     assert any(k.startswith("val/sigma/") for k in m)
     assert 0.5 < m["val/sigma_max"] < 1.5  # spectral norm in D
+    net = summary["fid_feature_net"]
+    assert net["kind"] == "local" and len(net["sha256"]) == 64
+    assert summary["fid_reference"]["kind"] == "train" and summary["fid_reference"]["num_images"] == 1797
+    assert list((run / "fid_stats").glob("*.pt"))
+    assert "val/intra_fid_local" in m
+    assert summary["outputs"]["run_dir"] == str(run)
     assert list((run / "images").glob("val_samples_*.png"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
@@ -45,6 +58,7 @@ def test_infer_samples_label_and_interpolation(first_run, tmp_path):
     out = tmp_path / "samples"
     infer(out, "task=gan", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "num_samples=5", "label=3",
           "interpolate=true", "interpolate_rows=2", "interpolate_steps=4", "seed=7", env=ENV)
+    assert json.loads((out / "inference.json").read_text())["truncation"] is None
     result = json.loads((out / "inference.json").read_text())
     assert result["num_samples"] == 5 and result["label"] == 3 and result["generator"] == "ema"
     assert len(list((out / "samples").glob("sample_*.png"))) == 5
@@ -55,7 +69,7 @@ def test_infer_samples_label_and_interpolation(first_run, tmp_path):
 
     cfg = OmegaConf.create({"ckpt_path": str(run / "checkpoints" / "last.ckpt"), "num_samples": 5, "label": 3,
                             "interpolate": False, "interpolate_rows": 2, "interpolate_steps": 4, "use_ema": True,
-                            "batch_size": 4, "grid_nrow": 5, "seed": 7})
+                            "batch_size": 4, "grid_nrow": 5, "seed": 7, "truncation": None})
     run_infer(cfg, device=torch.device("cpu"), output_dir=tmp_path / "again")
     from PIL import Image
     import numpy as np
@@ -65,12 +79,23 @@ def test_infer_samples_label_and_interpolation(first_run, tmp_path):
     cfg.label = 10
     with pytest.raises(ValueError, match="label must be in"):
         run_infer(cfg, device=torch.device("cpu"), output_dir=tmp_path / "bad")
+    # The truncation trick: latents resampled into [-psi, psi]; a bad psi is refused before the
+    # checkpoint is read.
+    cfg.label, cfg.truncation = 3, 0.5
+    result = run_infer(cfg, device=torch.device("cpu"), output_dir=tmp_path / "truncated")
+    assert result["truncation"] == 0.5
+    c = np.asarray(Image.open(tmp_path / "truncated" / "samples" / "sample_00004.png"))
+    assert not np.array_equal(b, c)
+    cfg.truncation, cfg.ckpt_path = 0.0, str(tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError, match="truncation"):
+        run_infer(cfg, device=torch.device("cpu"), output_dir=tmp_path / "bad")
 
 
 def test_resume_continues_g_step_counter(first_run, tmp_path):
     run, _ = first_run
-    summary = train(tmp_path / "resumed", *TINY, "max_g_steps=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                    env=ENV)
+    summary = train(tmp_path / "resumed", *TINY, *FEATURES, f"gan.fid_stats_cache={run / 'fid_stats'}",
+                    "max_g_steps=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", env=ENV)
+    assert summary["fid_reference"]["cached"] is True  # the training statistics were computed once
     assert summary["g_steps"] == 4 and summary["global_step"] == 8
     ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert int(ckpt["state_dict"]["g_steps"]) == 4

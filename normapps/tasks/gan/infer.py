@@ -1,4 +1,5 @@
-"""infer.py's GAN runner: PNG samples, one grid, optional latent interpolation strip."""
+"""infer.py's GAN runner: PNG samples, one grid, optional latent interpolation strip, optional
+truncation trick (``truncation=<psi>``: latents resampled into [-psi, psi], Brock et al. 2019)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,10 @@ def _validate(cfg: DictConfig) -> None:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
     if int(cfg.interpolate_steps) < 2:
         raise ValueError(f"interpolate_steps must be >= 2, got {cfg.interpolate_steps}")
+    psi = cfg.get("truncation")
+    if psi is not None and not float(psi) > 0:
+        raise ValueError(f"truncation must be > 0 (latents are resampled into [-truncation, truncation]) "
+                         f"or null, got {psi}")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -49,7 +54,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = int(cfg.num_samples)
     labels = torch.full((n,), int(label), dtype=torch.long) if label is not None else None
-    z, y = module.sample_latent(n, generator=gen, labels=labels)
+    psi = None if cfg.get("truncation") is None else float(cfg.truncation)
+    z, y = module.sample_latent(n, generator=gen, labels=labels, truncation=psi)
     bs = int(cfg.batch_size)
     images = torch.cat([module.sample(z[i:i + bs], None if y is None else y[i:i + bs], use_ema=use_ema)
                         for i in range(0, n, bs)])
@@ -61,10 +67,10 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     save_image(make_grid(images, nrow=int(cfg.grid_nrow), padding=1), grid_path)
     result: dict[str, Any] = {"num_samples": n, "samples_dir": str(sample_dir), "grid": str(grid_path),
                               "generator": "ema" if use_ema else "raw", "label": label,
-                              "seed": int(cfg.seed)}
+                              "seed": int(cfg.seed), "truncation": psi}
     if cfg.interpolate:
         rows, steps = int(cfg.interpolate_rows), int(cfg.interpolate_steps)
-        ends, ey = module.sample_latent(2 * rows, generator=gen,
+        ends, ey = module.sample_latent(2 * rows, generator=gen, truncation=psi,
                                         labels=None if labels is None else labels[:1].repeat(2 * rows))
         t = torch.linspace(0, 1, steps, device=ends.device)
         path = torch.cat([slerp(ends[2 * r].expand(steps, -1), ends[2 * r + 1].expand(steps, -1), t)

@@ -12,10 +12,31 @@ from torchvision.utils import make_grid
 from normapps.norm import spectral_norm_estimates
 from normapps.platform.logging import log_image
 from normapps.platform.module import NormappsModule
+from normapps.tasks.gan.diffaugment import DiffAugment
 from normapps.tasks.gan.discriminators import build_discriminator
-from normapps.tasks.gan.ema import ema_update, make_ema, recalibrate_ema_bn
+from normapps.tasks.gan.ema import (ema_update, make_ema, recalibrate_ema_bn, refresh_spectral_vectors,
+                                    upgrade_state_dict)
 from normapps.tasks.gan.generators import build_generator
-from normapps.tasks.gan.losses import check_loss, d_loss, g_loss, gradient_penalty
+from normapps.tasks.gan.losses import check_loss, d_loss, g_loss, gradient_penalty, r1_penalty
+
+# Power iterations that settle the EMA generator's spectral-norm vectors on its averaged
+# weights before it is evaluated or sampled (one more runs after every EMA update).
+EMA_SN_REFRESH_ITERATIONS = 10
+FID_STATS = ("train",)  # gan.fid_stats: null | train | <path to an .npz with mu, sigma>
+
+
+def truncated_normal(n: int, dim: int, *, psi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The truncation trick (Brock et al. 2019): N(0, 1) latents whose entries outside
+    [-psi, psi] are resampled until they fall inside (not clipped)."""
+    if not psi > 0:
+        raise ValueError(f"truncation must be > 0 (the band [-psi, psi] latents are kept in), got {psi}")
+    z = torch.randn(n, dim, generator=generator)
+    for _ in range(10000):
+        out = z.abs() > psi
+        if not out.any():
+            return z
+        z[out] = torch.randn(int(out.sum()), generator=generator)
+    raise RuntimeError(f"truncation={psi}: resampling did not converge")
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +80,14 @@ class GANModule(NormappsModule):
         local_feature_cache: str | None = None,
         kid_subset_size: int = 1000,
         g_batch_size: int | None = None,
+        g_spectral_norm: bool = False,
+        self_attention: bool = False,
+        attention_size: int = 16,
+        r1_gamma: float = 0.0,
+        diffaugment: str | list[str] = "",
+        intra_fid: bool = False,
+        fid_stats: str | None = None,
+        fid_stats_cache: str | None = None,
     ) -> None:
         super().__init__()
         check_loss(loss)
@@ -68,6 +97,17 @@ class GANModule(NormappsModule):
             raise ValueError("model.loss=wgan_gp needs a per-sample critic: model.d_norm=batch couples "
                              "the samples through batch statistics; use model.d_norm=layer (as the "
                              "WGAN-GP paper) or spectral/weight/none")
+        if r1_gamma < 0:
+            raise ValueError(f"gan.r1_gamma must be >= 0, got {r1_gamma}")
+        if r1_gamma > 0 and d_norm == "batch":
+            raise ValueError("gan.r1_gamma > 0 penalizes per-sample gradients of D; model.d_norm=batch "
+                             "couples the samples through batch statistics: use another d_norm")
+        if intra_fid and not conditional:
+            raise ValueError("gan.intra_fid=true needs a class-conditional model (model.conditional=true)")
+        if fid_stats is not None and fid_stats not in FID_STATS and not str(fid_stats).endswith(".npz"):
+            raise ValueError(f"gan.fid_stats must be null, train or a path to an .npz with mu and sigma, "
+                             f"got {fid_stats!r}")
+        self.augment = DiffAugment(diffaugment)  # checks the policy names
         if g_batch_size is not None and g_batch_size < 2:
             raise ValueError(f"gan.g_batch_size must be >= 2 or null (the D batch size), got {g_batch_size}")
         if conditional and num_classes < 2:
@@ -82,11 +122,13 @@ class GANModule(NormappsModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         k = num_classes if conditional else 0
+        attn = attention_size if self_attention else None
         self.G = build_generator(g_arch, z_dim=z_dim, num_classes=k, norm=g_norm, image_size=image_size,
-                                 channels=channels, width=g_width)
+                                 channels=channels, width=g_width, spectral_norm=g_spectral_norm,
+                                 attention_size=attn)
         self.D = build_discriminator(d_arch, norm=d_norm, num_classes=k, image_size=image_size,
-                                     channels=channels, width=d_width)
-        self.G_ema = make_ema(self.G) if ema_decay > 0 else None
+                                     channels=channels, width=d_width, attention_size=attn)
+        self.G_ema = make_ema(self.G, decay=ema_decay) if ema_decay > 0 else None
         # Counters live in buffers so checkpoints carry them and resume continues the count.
         self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
@@ -94,7 +136,20 @@ class GANModule(NormappsModule):
         self.register_buffer("fixed_z", torch.randn(grid_size, z_dim, generator=gen))
         self.register_buffer("fixed_y", torch.arange(grid_size) % max(k, 1))
         self.metrics = None  # built in setup(); kept out of state_dict on purpose
+        self.feature_net_info: dict[str, Any] = {}
+        self.fid_reference: dict[str, Any] = {}
         self._d_real: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: dict[str, Any]) -> "GANModule":
+        module = cls(**dict(checkpoint.get("hyper_parameters", {})))
+        module.load_state_dict(upgrade_state_dict(checkpoint["state_dict"]))
+        return module
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -106,8 +161,13 @@ class GANModule(NormappsModule):
         return self.G_ema if (use_ema and self.G_ema is not None) else self.G
 
     def sample_latent(self, n: int, *, generator: torch.Generator | None = None,
-                      labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.hparams.z_dim, generator=generator, device=self.device if generator is None else "cpu")
+                      labels: torch.Tensor | None = None, truncation: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if truncation is not None:
+            z = truncated_normal(n, self.hparams.z_dim, psi=truncation, generator=generator)
+        else:
+            z = torch.randn(n, self.hparams.z_dim, generator=generator,
+                            device=self.device if generator is None else "cpu")
         z = z.to(self.device)
         if not self.num_cond:
             return z, None
@@ -133,6 +193,7 @@ class GANModule(NormappsModule):
         if self.G_ema is None:
             return
         hp = self.hparams
+        refresh_spectral_vectors(self.G_ema, n_power_iterations=EMA_SN_REFRESH_ITERATIONS)
         gen = torch.Generator().manual_seed(hp.eval_seed + 1)
         batches = [self.sample_latent(hp.eval_batch_size, generator=gen) for _ in range(hp.recal_batches)]
         recalibrate_ema_bn(self.G_ema, batches, forward_fn=lambda m, b: m(*b))
@@ -147,20 +208,38 @@ class GANModule(NormappsModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             raise RuntimeError("the GAN module needs a datamodule (for real images in FID/KID)")
-        from normapps.tasks.gan.metrics import (GANMetrics, InceptionFeatures,
-                                                get_local_feature_net)
+        from normapps.tasks.gan.metrics import (GANMetrics, InceptionFeatures, feature_net_sha256,
+                                                fid_reference_statistics, get_local_feature_net,
+                                                load_fid_statistics)
 
         hp = self.hparams
         if hp.inception_weights:
             extractor, suffix, with_is = InceptionFeatures(hp.inception_weights), "", True
+            self.feature_net_info = {"kind": "inception-v3-compat", "weights": str(hp.inception_weights)}
         else:
             x, y = dm.real_tensors(max_items=50000)
             extractor = get_local_feature_net(x, y if dm.num_classes else None,
                                               steps=hp.local_feature_steps, seed=0,
                                               cache_dir=hp.local_feature_cache)
             suffix, with_is = "_local", bool(getattr(extractor, "supervised", False))
+            self.feature_net_info = {"kind": "local", "steps": int(hp.local_feature_steps),
+                                     "supervised": with_is}
+        # fid_local values are comparable only between runs whose feature networks share this.
+        self.feature_net_info["sha256"] = feature_net_sha256(extractor)
+        reference = None
+        if hp.fid_stats == "train":
+            images, _ = dm.real_tensors()
+            reference, info = fid_reference_statistics(extractor, images, cache_dir=hp.fid_stats_cache,
+                                                       batch_size=hp.eval_batch_size)
+            self.fid_reference = {"kind": "train", **info}
+        elif hp.fid_stats:
+            reference = load_fid_statistics(hp.fid_stats, num_features=extractor.num_features)
+            self.fid_reference = {"kind": "file", "path": str(hp.fid_stats)}
+        else:
+            self.fid_reference = {"kind": "eval_subset", "num_images": len(dm.eval_set)}
         self.metrics = GANMetrics(extractor, suffix=suffix, with_is=with_is,
-                                  kid_subset_size=hp.kid_subset_size)
+                                  kid_subset_size=hp.kid_subset_size, reference_stats=reference,
+                                  intra_fid_classes=self.num_cond if hp.intra_fid else 0)
 
     def training_step(self, batch, batch_idx: int) -> None:
         hp = self.hparams
@@ -170,16 +249,23 @@ class GANModule(NormappsModule):
 
         # Discriminator: one step per real batch; the fakes' labels are drawn uniformly, as in
         # the references (pfnet sngan_projection, StudioGAN), not copied from the real batch.
+        # With DiffAugment every image D sees, real or fake, is augmented (Zhao et al. 2020).
         self.toggle_optimizer(opt_d)
         z, y_fake = self.sample_latent(n)
         with torch.no_grad():
             fake = self.G(z, y_fake)
-        d_real, d_fake = self.D(x, y), self.D(fake, y_fake)
+        x_d, fake_d = (self.augment(x), self.augment(fake)) if self.augment else (x, fake)
+        d_real, d_fake = self.D(x_d, y), self.D(fake_d, y_fake)
         loss_d = d_loss(hp.loss, d_real, d_fake)
         if hp.loss == "wgan_gp":
-            gp = gradient_penalty(lambda t: self.D(t, y), x, fake)
+            gp = gradient_penalty(lambda t: self.D(t, y), x_d, fake_d)
             loss_d = loss_d + hp.gp_weight * gp
             self.log("train/gp", gp, batch_size=n)
+        if hp.r1_gamma > 0:
+            # R1 (Mescheder et al. 2018): gamma / 2 * E ||grad D(x_real)||^2.
+            r1 = r1_penalty(lambda t: self.D(t, y), x_d)
+            loss_d = loss_d + 0.5 * hp.r1_gamma * r1
+            self.log("train/r1", r1, batch_size=n)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         self._clip(opt_d)
@@ -195,7 +281,8 @@ class GANModule(NormappsModule):
         # configs: 128 generated per G step with a D batch of 64).
         self.toggle_optimizer(opt_g)
         z, yg = self.sample_latent(hp.g_batch_size or n)
-        loss_g = g_loss(hp.loss, self.D(self.G(z, yg), yg))
+        fake = self.G(z, yg)
+        loss_g = g_loss(hp.loss, self.D(self.augment(fake) if self.augment else fake, yg))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         self._clip(opt_g)
@@ -203,8 +290,7 @@ class GANModule(NormappsModule):
         self.untoggle_optimizer(opt_g)
         self.g_steps += 1
         if self.G_ema is not None:
-            decay = 0.0 if int(self.g_steps) <= hp.ema_start else hp.ema_decay
-            ema_update(self.G_ema, self.G, decay=decay)
+            ema_update(self.G_ema, self.G, restart=int(self.g_steps) <= hp.ema_start)
         for sched in self._schedulers():
             sched.step()
         self.log_dict({"train/g_loss": loss_g, "train/g_steps": self.g_steps.float(),
@@ -248,7 +334,7 @@ class GANModule(NormappsModule):
         with torch.no_grad():
             self._d_real.append(self.D(x * 2 - 1, self._cond(y)).float())
         if self.metrics is not None and not getattr(self, "_real_done", False):
-            self.metrics.update(x, real=True)
+            self.metrics.update(x, real=True, labels=y)
 
     def _eval_latents(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """This process's share of the ``n`` fixed-seed evaluation latents, in batches.
@@ -275,7 +361,7 @@ class GANModule(NormappsModule):
             imgs = self.sample(z, y)
             d_fake.append(self.D(self.sample(z, y, use_ema=False) * 2 - 1, y).float())
             if self.metrics is not None:
-                self.metrics.update(imgs, real=False)
+                self.metrics.update(imgs, real=False, labels=y)
         if self.metrics is not None:
             out.update({f"val/{k}": v for k, v in self.metrics.compute().items()})
             # Generated images the metrics saw, summed over all processes.

@@ -120,5 +120,13 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     for res in results:
         metrics.update(res)
     metrics["train/g_steps_done"] = int(module.g_steps)
+    outputs = {"run_dir": str(ctx.output_dir), "checkpoints": str(ctx.output_dir / "checkpoints"),
+               "sample_grids": str(ctx.output_dir / "images")}
+    log.info("GAN run done: %d generator steps; outputs in %s (checkpoints/, images/ sample grids, "
+             "summary.json); sample with: python infer.py task=gan ckpt_path=%s output_dir=<dir>",
+             int(module.g_steps), ctx.output_dir, paths.get("last_checkpoint"))
     return {"metrics": metrics, **paths, "g_steps": int(module.g_steps),
-            "global_step": int(trainer.global_step), "g_step_budget": budget}
+            "global_step": int(trainer.global_step), "g_step_budget": budget,
+            # fid_local values compare only between runs whose feature networks share this hash.
+            "fid_feature_net": module.feature_net_info, "fid_reference": module.fid_reference,
+            "outputs": outputs}
