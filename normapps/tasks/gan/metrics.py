@@ -122,7 +122,7 @@ def get_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, 
     net = train_local_feature_net(images, labels, steps=steps, seed=seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs never share a temp file
         torch.save(net.state_dict(), tmp)
         tmp.replace(path)
     return net
