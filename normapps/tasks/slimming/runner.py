@@ -23,7 +23,7 @@ from normapps.platform.runner import checkpoint_paths
 from normapps.platform.summary import markdown_table, write_table
 from normapps.tasks.slimming.module import SlimmingModule
 from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
-from normapps.tasks.slimming.report import evaluate_accuracy, model_cost, side_by_side_latency
+from normapps.tasks.slimming.report import deployment_latency, evaluate_accuracy, model_cost
 from normapps.tasks.slimming.sparsity import BNSparsity
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
         "latency_batch_sizes": [int(b) for b in sl.latency_batch_sizes],
         "latency_rounds": int(sl.latency_rounds), "latency_repeats": int(sl.latency_repeats),
         "latency_threads": None if sl.get("latency_threads") is None else int(sl.latency_threads),
-        "latency_channels_last": bool(sl.get("latency_channels_last", False)),
+        "latency_channels_last": (None if sl.get("latency_channels_last") is None
+                                  else bool(sl.latency_channels_last)),
     }
     if opts["s"] < 0:
         raise ValueError(f"slimming.s must be >= 0, got {opts['s']}")
@@ -201,23 +202,23 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
 def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float],
                input_shape: tuple[int, ...], opts: dict[str, Any]) -> list[dict[str, Any]]:
     example = torch.randn(1, *input_shape)
-    timing = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
-                                  batch_sizes=opts["latency_batch_sizes"],
-                                  rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
-                                  threads=opts["latency_threads"],
-                                  channels_last=opts["latency_channels_last"])
+    # The deployable model (BN folded) in the layout that measured fastest (or the forced one).
+    timing = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
+                                rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
+                                threads=opts["latency_threads"],
+                                channels_last=opts["latency_channels_last"])
     gpu = {}
     if torch.cuda.is_available():
-        gpu = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
-                                   batch_sizes=opts["latency_batch_sizes"], device="cuda",
-                                   rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
-                                   channels_last=opts["latency_channels_last"],
-                                   prefix="gpu_latency_ms")
+        gpu = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
+                                 device="cuda", rounds=opts["latency_rounds"],
+                                 repeats=opts["latency_repeats"],
+                                 channels_last=opts["latency_channels_last"], prefix="gpu_latency_ms")
+        gpu = {n: {k: v for k, v in row.items() if k.startswith("gpu_")} for n, row in gpu.items()}
     ref = next(iter(snapshots))
     rows = []
     for stage, net in snapshots.items():
         row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage], **model_cost(net, example),
-                               **timing[stage], **gpu.get(stage, {})}
+                               "latency_model": "bn-folded", **timing[stage], **gpu.get(stage, {})}
         for b in opts["latency_batch_sizes"]:
             row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / timing[stage][f"latency_ms_bs{b}"]
         rows.append(row)

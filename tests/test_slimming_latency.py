@@ -1,0 +1,40 @@
+"""Slimming latencies are those of the deployable model: BN folded into the convs, in the memory
+format that measured fastest (each format timed, the faster kept and named in the table)."""
+import torch
+from torch import nn
+
+from normapps.models import build_classifier
+from normapps.tasks.slimming import report
+from normapps.tasks.slimming.runner import stage_rows
+
+OPTS = {"latency_batch_sizes": [1, 4], "latency_rounds": 1, "latency_repeats": 1, "latency_threads": 1,
+        "latency_channels_last": None}
+
+
+def test_stage_latency_times_the_bn_folded_model_in_both_formats(monkeypatch):
+    timed = []
+    real = report.measure_latency
+
+    def spy(fn, example, **kw):
+        timed.append((fn, example.is_contiguous(memory_format=torch.channels_last) and example.shape[0] > 1))
+        return real(fn, example, **kw)
+
+    monkeypatch.setattr(report, "measure_latency", spy)
+    torch.manual_seed(0)
+    net = build_classifier("vgg11", num_classes=10, width_mult=0.125).eval()
+    rows = stage_rows({"trained": net}, {"trained": 0.9}, (3, 16, 16), OPTS)
+    assert timed and not any(isinstance(m, nn.BatchNorm2d) for fn, _ in timed for m in fn.modules())
+    assert {nhwc for _, nhwc in timed} == {True, False}  # both layouts measured
+    row = rows[0]
+    assert row["latency_model"] == "bn-folded"
+    assert row["latency_format_bs1"] in ("nchw", "channels_last")
+    assert row["latency_format_bs4"] in ("nchw", "channels_last")
+    # The table's other columns still describe the trained network as it is (BN counted).
+    assert row["params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_a_forced_format_is_honoured(monkeypatch):
+    torch.manual_seed(0)
+    net = build_classifier("vgg11", num_classes=10, width_mult=0.125).eval()
+    rows = stage_rows({"trained": net}, {"trained": 0.9}, (3, 16, 16), {**OPTS, "latency_channels_last": False})
+    assert rows[0]["latency_format_bs1"] == rows[0]["latency_format_bs4"] == "nchw"
