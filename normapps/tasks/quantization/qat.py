@@ -4,7 +4,8 @@
 (``ConvBnReLU2d``): the BN scale is folded into the fake-quantized weight every step, so
 training sees the weights int8 inference will use. BN statistics are frozen after
 ``freeze_bn_epoch`` (the folded weights stop moving with batch statistics), observers after
-``freeze_observer_epoch`` (ranges fixed for the last epochs).
+``freeze_observer_epoch`` (ranges fixed for the last epochs), and both at the end in any case
+(:func:`finish_qat`).
 """
 from __future__ import annotations
 
@@ -48,3 +49,24 @@ class QATSchedule(pl.Callback):
             freeze_observers(pl_module)
             self.observers_frozen = True
             log.info("QAT: observers frozen at epoch %d", epoch)
+
+
+def finish_qat(prepared: torch.nn.Module, batches=None, *, recalibrate_bn: bool = False,
+               max_batches: int | None = None) -> torch.nn.Module:
+    """The step between QAT training and int8 conversion: freeze, as torchvision's QAT recipe
+    does, never re-estimate.
+
+    Observers are disabled (the learned ranges are what convert uses) and the fused modules'
+    BN statistics frozen (the folded weights were trained with them). A BN re-estimation here
+    would reset running_var to 1, which torch.ao's fused conv-BN multiplies into the weight
+    before fake quantization, so its passes see wrongly scaled weights, and still-enabled
+    observers would record those as the weights' ranges. ``recalibrate_bn`` (the ptq option
+    ``quant.recalibrate_bn``) is therefore not applied to QAT; ``batches``/``max_batches`` are
+    accepted for the caller's symmetry and unused.
+    """
+    if recalibrate_bn:
+        log.info("QAT: BN statistics and observers frozen before convert (torchvision's QAT "
+                 "recipe); quant.recalibrate_bn applies to mode=ptq only")
+    freeze_observers(prepared)
+    freeze_bn_stats(prepared)
+    return prepared

@@ -17,7 +17,7 @@ from normapps.platform.runner import checkpoint_paths, logged_metrics
 from normapps.platform.summary import metrics_to_floats, write_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, save_quantized
-from normapps.tasks.quantization.qat import QATSchedule
+from normapps.tasks.quantization.qat import QATSchedule, finish_qat
 from normapps.tasks.quantization.report import file_bytes, report_row
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,8 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         trainer = ctx.build_trainer(stage="qat", max_epochs=int(q.qat_epochs), extra_callbacks=[schedule])
         trainer.fit(module, datamodule=datamodule)
         info["qat_metrics"] = metrics_to_floats({f"qat/{k}": v for k, v in logged_metrics(trainer).items()})
-        if q.recalibrate_bn:
-            # Re-estimate the fused modules' BN statistics with the final fake-quantized weights.
-            recalibrate_bn(prepared, train_loader, max_batches=q.bn_recalib_batches)
+        finish_qat(prepared, train_loader, recalibrate_bn=bool(q.recalibrate_bn),
+                   max_batches=q.bn_recalib_batches)
         int8 = ptq.convert_fx_model(prepared.eval())
         state = int8.state_dict()
     else:
