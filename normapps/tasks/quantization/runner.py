@@ -121,7 +121,8 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             recipe["folded"] = True
             src, info["dfq"] = dfq.data_free_prepare(
                 float_net, per_channel=per_channel, equalize=bool(q.equalize),
-                correct_bias=bool(q.bias_correction), iterations=int(q.cle_iterations))
+                correct_bias=bool(q.bias_correction), absorb_bias=bool(q.get("high_bias_absorption", True)),
+                iterations=int(q.cle_iterations), tolerance=float(q.get("cle_tolerance", 1e-4)))
         int8 = ptq.quantize_fx(src, calib, example=example, per_channel=per_channel)
         state = int8.state_dict()
 
