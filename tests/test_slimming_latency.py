@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from normapps.models import build_classifier
-from normapps.tasks.slimming import report
+from normapps.platform import profiling
 from normapps.tasks.slimming.runner import stage_rows
 
 OPTS = {"latency_batch_sizes": [1, 4], "latency_rounds": 1, "latency_repeats": 1, "latency_threads": 1,
@@ -13,13 +13,13 @@ OPTS = {"latency_batch_sizes": [1, 4], "latency_rounds": 1, "latency_repeats": 1
 
 def test_stage_latency_times_the_bn_folded_model_in_both_formats(monkeypatch):
     timed = []
-    real = report.measure_latency
+    real = profiling.measure_latency
 
     def spy(fn, example, **kw):
         timed.append((fn, example.is_contiguous(memory_format=torch.channels_last) and example.shape[0] > 1))
         return real(fn, example, **kw)
 
-    monkeypatch.setattr(report, "measure_latency", spy)
+    monkeypatch.setattr(profiling, "measure_latency", spy)
     torch.manual_seed(0)
     net = build_classifier("vgg11", num_classes=10, width_mult=0.125).eval()
     rows = stage_rows({"trained": net}, {"trained": 0.9}, (3, 16, 16), OPTS)
