@@ -141,33 +141,39 @@ def deployable(model: nn.Module) -> nn.Module:
 
 
 def deployment_latency(
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, nn.Module | Callable],
     input_shape: Sequence[int],
     *,
-    channels_last: bool | None = None,
+    channels_last: bool | None | Mapping[str, bool | None] = None,
     prefix: str = "latency_ms",
-    fold: bool = True,
+    fold: bool | Mapping[str, bool] = True,
     **kw,
 ) -> dict[str, dict[str, float | str]]:
     """Latency of each model's deployable (BN-folded) form. ``channels_last=None`` times NCHW
     and NHWC side by side and keeps the faster per model and batch size, naming it in
     ``latency_format_bs<b>`` (on CPU, oneDNN's best layout depends on the widths and the batch);
     True/False fixes the layout. ``fold=False`` times the models as given (e.g. int8 graphs,
-    whose BN is already folded); for those only the input's layout changes."""
-    folded = {n: deployable(m) if fold else m for n, m in models.items()}
-    layouts = [False, True] if channels_last is None else [bool(channels_last)]
+    whose BN is already folded); for those only the input's layout changes. Both options also
+    take a mapping per model name."""
+    def per(option, name):
+        return option.get(name) if isinstance(option, Mapping) else option
+
+    folded = {n: deployable(m) if per(fold, n) else m for n, m in models.items()}
+    layouts = {n: [False, True] if per(channels_last, n) is None else [bool(per(channels_last, n))]
+               for n in folded}
     variants, flags = {}, {}
     for n, m in folded.items():
-        for cl in layouts:
+        for cl in layouts[n]:
             key = f"{n}@{'channels_last' if cl else 'nchw'}"
-            variants[key] = m if (len(layouts) == 1 or not isinstance(m, nn.Module)) else copy.deepcopy(m)
+            variants[key] = m if (len(layouts[n]) == 1 or not isinstance(m, nn.Module)) else copy.deepcopy(m)
             flags[key] = cl
     timing = side_by_side_latency(variants, input_shape, channels_last=flags, prefix=prefix, **kw)
     out: dict[str, dict[str, float | str]] = {}
     for n in folded:
         row: dict[str, float | str] = {}
         for b in kw.get("batch_sizes", (1, 64)):
-            best = min((timing[f"{n}@{'channels_last' if cl else 'nchw'}"][f"{prefix}_bs{b}"], cl) for cl in layouts)
+            best = min((timing[f"{n}@{'channels_last' if cl else 'nchw'}"][f"{prefix}_bs{b}"], cl)
+                       for cl in layouts[n])
             row[f"{prefix}_bs{b}"] = best[0]
             row[f"latency_format_bs{b}"] = "channels_last" if best[1] else "nchw"
         out[n] = row

@@ -18,15 +18,27 @@ log = logging.getLogger(__name__)
 
 
 def freeze_bn_stats(model: torch.nn.Module) -> None:
+    """fx: torch.ao's fused QAT modules; PT2E: the BN ops of an ExportedQAT graph."""
     from torch.ao.nn.intrinsic.qat import freeze_bn_stats as _freeze
 
+    from normapps.tasks.quantization.ptq import ExportedQAT
+
     model.apply(_freeze)
+    for m in model.modules():
+        if isinstance(m, ExportedQAT):
+            m.freeze_bn_stats()
 
 
 def freeze_observers(model: torch.nn.Module) -> None:
+    """Disable the observers of torch.ao (fx) and torchao (PT2E) fake-quantize modules."""
     from torch.ao.quantization import disable_observer
 
     model.apply(disable_observer)
+    try:
+        from torchao.quantization.pt2e import disable_observer as disable_pt2e_observer
+    except ImportError:  # pragma: no cover - torchao is a dependency
+        return
+    model.apply(disable_pt2e_observer)
 
 
 class QATSchedule(pl.Callback):

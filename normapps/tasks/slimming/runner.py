@@ -142,6 +142,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             ctx, module, datamodule, "sparsified", opts["epochs"]["sparsified"],
             callbacks=[BNSparsity(s=opts["s"])], keep="last")
         record("sparsified")
+    # The unpruned reference the pruned checkpoints point to (weights as trained, before pruning).
+    ref = checkpoints.get("trained", {}).get("best_checkpoint") or checkpoints.get("sparsified", {}).get("last_checkpoint")
+    module.unpruned_checkpoint = ref
     # 3. pruning: one global |gamma| threshold, physical removal
     net = module.net.cpu().eval()
     plan = make_plan(net, example, ratio=opts["ratio"], min_channels=opts["min_channels"])
