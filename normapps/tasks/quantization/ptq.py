@@ -9,7 +9,7 @@ Two backends, both from PyTorch:
   conv-bn-relu, inserts observers from the graph (so ResNet's residual ``+`` is quantized
   without rewriting the model for eager mode's FloatFunctional), and gives real quantized
   modules (fbgemm/oneDNN kernels, int8 weights in the state dict) that run without compiling.
-  See the README's quantization section for why this is the default.
+  See docs/tasks/quantization.md for why this is the default.
 """
 from __future__ import annotations
 
