@@ -2,6 +2,7 @@
 
     python scripts/gan_norm_study.py outputs/gan_norm_study [more sweep dirs] [--out table.md]
     python scripts/gan_norm_study.py sweep_seed1 sweep_seed2 ... --by-norm   # mean over seeds
+    python scripts/gan_norm_study.py <sweeps> --grid samples.png             # last grids, norm x seed
 
 Reads each job's config.yaml and summary.json (final evaluation of the EMA generator) and the
 CSV log (the best evaluation during training), and prints a Markdown table sorted by final
@@ -86,6 +87,36 @@ def by_norm(rows: list[dict]) -> list[dict]:
     return out
 
 
+def sample_grid(sweeps: list[Path], out: Path) -> Path:
+    """One picture: the last evaluation's sample grid of every run, a row per D norm, a column
+    per seed, with a label above each tile."""
+    from PIL import Image, ImageDraw
+
+    tiles: dict[tuple[str, str], Path] = {}
+    for sweep in sweeps:
+        for summary_path in sorted(sweep.glob("*/summary.json")):
+            run = summary_path.parent
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            grids = sorted((run / "images").glob("val_samples_*.png"))
+            if grids:
+                tiles[(cfg["model"]["d_norm"], str(cfg.get("seed")))] = grids[-1]
+    if not tiles:
+        raise SystemExit(f"no sample grids under {sweeps}")
+    norms = sorted({k[0] for k in tiles})
+    seeds = sorted({k[1] for k in tiles}, key=lambda v: (len(v), v))
+    first = Image.open(next(iter(tiles.values())))
+    w, h, pad = first.width, first.height, 14
+    canvas = Image.new("RGB", (w * len(seeds), (h + pad) * len(norms)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, norm in enumerate(norms):
+        for j, seed in enumerate(seeds):
+            if (norm, seed) in tiles:
+                canvas.paste(Image.open(tiles[(norm, seed)]).convert("RGB"), (j * w, i * (h + pad) + pad))
+            draw.text((j * w + 2, i * (h + pad)), f"d_norm={norm} seed={seed}", fill="black")
+    canvas.save(out)
+    return out
+
+
 def to_markdown(rows: list[dict]) -> str:
     cols = list(rows[0])
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -99,6 +130,8 @@ def main() -> None:
     ap.add_argument("sweep", type=Path, nargs="+", help="the multirun's hydra.sweep.dir (or several)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--by-norm", action="store_true", help="aggregate runs (seeds) per D norm")
+    ap.add_argument("--grid", type=Path, default=None,
+                    help="also write one PNG with every run's last sample grid (rows: D norm, columns: seed)")
     args = ap.parse_args()
     rows = [r for sweep in args.sweep for r in collect(sweep)]
     rows.sort(key=lambda r: next(v for k, v in r.items() if k.startswith("fid") and "final" in k))
@@ -108,6 +141,8 @@ def main() -> None:
     print(table)
     if args.out:
         args.out.write_text(table)
+    if args.grid:
+        print(f"sample grid: {sample_grid(args.sweep, args.grid)}")
 
 
 if __name__ == "__main__":
