@@ -127,7 +127,7 @@ def plan_weights(cfg: DictConfig) -> WeightsPlan:
                            label=f"public release files {cfg.encoder_weights} + {path}")
     try:
         path = locate(SHIPPED_DECODER)
-    except WeightError as err:
+    except (WeightError, KeyError) as err:
         raise ValueError(f"weights needed: ckpt_path=<checkpoint of this project>, "
                          f"decoder_weights=<decoder file>, or the shipped decoder ({err})") from err
     _, needs, _ = load_decoder_file(path)
