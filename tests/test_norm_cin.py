@@ -28,6 +28,12 @@ def test_external_scale_shift_matches_the_definition(shape):
     gamma, beta = torch.rand(g_shape) + 0.5, torch.randn(g_shape)
     out = conditional_instance_norm(x, gamma, beta, eps=1e-5)
     torch.testing.assert_close(out.double(), _definition(x, gamma, beta), atol=1e-5, rtol=1e-5)
+    # channels_last batches and single samples take other kernels: same result
+    cl = conditional_instance_norm(x.contiguous(memory_format=torch.channels_last), gamma, beta)
+    torch.testing.assert_close(cl, out, atol=1e-5, rtol=1e-5)
+    one = conditional_instance_norm(x[1:2], gamma[1:2] if gamma.dim() > 1 else gamma,
+                                    beta[1:2] if beta.dim() > 1 else beta)
+    torch.testing.assert_close(one, out[1:2], atol=1e-5, rtol=1e-5)
     layer = ConditionalInstanceNorm(5)  # num_styles=None: no parameters of its own
     assert sum(p.numel() for p in layer.parameters()) == 0
     torch.testing.assert_close(layer(x, gamma=gamma, beta=beta), out)
@@ -88,7 +94,8 @@ def test_gradients_reach_parameters_given_from_outside():
     ({}, dict(), "needs a style"),
     ({"num_styles": 2}, dict(gamma=torch.ones(1, 3)), "both gamma and beta"),
     ({"num_styles": 2}, dict(style=torch.tensor([0]), gamma=torch.ones(1, 3), beta=torch.zeros(1, 3)), "not both"),
-    ({}, dict(gamma=torch.ones(1, 4), beta=torch.zeros(1, 4)), "4 channels"),
+    ({}, dict(gamma=torch.ones(1, 4), beta=torch.zeros(1, 4)), "gamma must be"),
+    ({}, dict(gamma=torch.ones(1, 4, 4, 4), beta=torch.zeros(1, 4, 4, 4)), "must be"),
 ])
 def test_misuse_is_named(kwargs, call, match):
     layer = ConditionalInstanceNorm(3, **kwargs)
