@@ -108,8 +108,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         trained_for, hparams = checkpoint_method(cfg.ckpt_path)
         if trained_for != method:
             what = f"a {trained_for} model" if trained_for else f"a checkpoint of {hparams['_class']}"
-            hint = f"; run it with method={trained_for}" if trained_for else ""
-            raise ValueError(f"ckpt_path={cfg.ckpt_path} is {what}, not a {method} model{hint}")
+            hint = f" (run it with method={trained_for})" if trained_for else ""
+            raise ValueError(f"ckpt_path={cfg.ckpt_path} is {what}; method={method} needs a model "
+                             f"trained with model={method}{hint}")
 
     weights = [float(w) for w in _as_list(cfg.style_weights)] or None
     indices = _indices(cfg.get("style_index"))
@@ -131,7 +132,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             per = "one per style_index" if indices is not None else f"one per style of the {n}"
             normalized_weights(weights, count, name=f"style_weights ({per})")
         n_styles = len(indices) if indices is not None else 1
-        labels = ([f"style{k}" for k in indices] if indices is not None else ["mix"])
+        names = list(hparams.get("style_names") or [])
+        labels = ([names[k] if len(names) == n else f"style{k}" for k in indices]
+                  if indices is not None else ["mix"])
         opts.update(indices=indices, num_styles=n, labels=labels)
     else:
         if indices is not None:
