@@ -36,6 +36,25 @@ def skimage_image(name: str) -> Image.Image:
     return Image.fromarray(arr[..., :3]).convert("RGB")
 
 
+# Photos bundled with scikit-learn (load_sample_images) and scikit-image's stereo pair.
+SKLEARN_PHOTOS = ("china", "flower")
+EXTRA_PHOTOS = SKLEARN_PHOTOS + ("motorcycle",)
+
+
+def bundled_image(name: str) -> Image.Image:
+    """Any bundled picture by name: a scikit-image sample, ``motorcycle`` (the left view of
+    scikit-image's stereo pair) or scikit-learn's ``china`` / ``flower`` photos, as RGB."""
+    if name == "motorcycle":
+        import skimage.data
+
+        return Image.fromarray(np.asarray(skimage.data.stereo_motorcycle()[0])).convert("RGB")
+    if name in SKLEARN_PHOTOS:
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
+    return skimage_image(name)
+
+
 @lru_cache(maxsize=1)
 def load_lfw_subset() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-image's 200 small crops (100 faces, 100 non-faces) as (N, 1, 25, 25) in [0, 1]."""
