@@ -232,7 +232,12 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[str]):
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    from normapps.tasks.style_transfer import cin_infer
+
+    if cfg.method in cin_infer.CIN_METHODS:  # method=cin / arbitrary_cin: their own pipelines
+        return cin_infer.run(cfg, device=device, output_dir=output_dir)
     opts = validate(cfg)
+    cin_infer.refuse_cin_checkpoint_for_adain(cfg)
     plan = opts["plan"]
     log.info("style_transfer weights: %s", plan.label)
     encoder, decoder, unbiased = load_networks(cfg, plan)
