@@ -27,7 +27,7 @@ TEXTURES_TRAIN = ("immunohistochemistry", "colorwheel", "brick", "grass")
 TEXTURES_VAL = ("gravel", "hubble_deep_field")
 # Photos the 26 styles are rendered from (training) and the held-out styles' photos.
 CIN_PHOTOS_TRAIN = ("astronaut", "chelsea", "motorcycle", "china")
-CIN_PHOTOS_VAL = ("coffee", "flower")
+CIN_PHOTOS_VAL = ("flower", "astronaut")
 CIN_STYLES_VAL = (7, 19)
 CIN_RENDER_SIZE = 320
 
