@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normapps.norm import adain_from_stats, calc_mean_std, wct
+from normapps.platform.compile import compile_frozen
 from normapps.platform.hardware import cpu_has_native_bf16, cpu_has_vnni
 from normapps.tasks.style_transfer.decoder import DECODER_MARGIN, DECODER_SCALE
 from normapps.tasks.style_transfer.tiling import tiled_apply
@@ -59,17 +60,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else None
-
-
-def compile_frozen(module: nn.Module):
-    """torch.compile with Inductor's freezing: weights become constants, so oneDNN convolutions
-    get pre-packed weights and fused ReLUs. Compilation takes a minute or more and recurs per
-    input shape; on a 2-core CPU it measured only 1.1x over eager channels_last
-    (scripts/bench_style.py), since the convolutions already run in oneDNN."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    return torch.compile(module, dynamic=False)
 
 
 def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
