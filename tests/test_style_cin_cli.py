@@ -49,7 +49,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def cin_checkpoint(tmp_path_factory, inputs) -> str:
     run = tmp_path_factory.mktemp("cin_run")
-    summary = train(run, "task=style_transfer", "model=cin", f"data.style_dir={inputs['styles']}", *FAST)
+    summary = train(run, "task=style_transfer", "model=cin", "model.init=random",
+                    f"data.style_dir={inputs['styles']}", *FAST)
     assert np.isfinite(summary["metrics"]["val/loss"]) and np.isfinite(summary["metrics"]["test/style_loss"])
     assert list((run / "images").glob("val_samples_step*.png")), "no content|style|output grid"
     return summary["last_checkpoint"]
