@@ -287,3 +287,50 @@ def test_mismatched_encoder_is_refused_naming_both():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_pairing(trained, EncoderInfo(**{**trained.to_dict()}))
+
+
+# --- decoder files and their encoder ----------------------------------------------------------
+def _decoder_file(tmp_path, info):
+    from normapps.tasks.style_transfer.decoder import Decoder
+    from normapps.tasks.style_transfer.decoder_file import save_decoder_file
+
+    torch.manual_seed(0)
+    return save_decoder_file(tmp_path / "decoder.pt", Decoder(), info)
+
+
+def test_decoder_file_round_trip_loads_weights_only(tmp_path):
+    from normapps.tasks.style_transfer.decoder_file import load_decoder_file
+    from normapps.tasks.style_transfer.vgg import EncoderInfo
+
+    info = EncoderInfo(arch="vgg16", source="packaged", entry="vgg16_packaged", sha256="c" * 64,
+                       actnorm=True, actnorm_scales=[torch.ones(64)])
+    path = _decoder_file(tmp_path, info)
+    payload = torch.load(path, weights_only=True)  # plain tensors and containers only
+    assert payload["format"] == "normapps.adain_decoder"
+    decoder, got, extra = load_decoder_file(path)
+    assert got.identity() == info.identity() and extra["unbiased"] is True
+    assert all(p.dtype == torch.float32 for p in decoder.parameters())
+    assert path.stat().st_size < 10e6
+
+
+def test_decoder_file_with_another_encoder_is_refused_before_work(tmp_path):
+    """A decoder trained on the packaged VGG-16, given the public VGG-19 file: refused in
+    infer.py's validation, naming both encoders."""
+    from omegaconf import OmegaConf
+
+    from normapps.tasks.style_transfer.infer import plan_weights
+    from normapps.tasks.style_transfer.vgg import EncoderInfo
+
+    info = EncoderInfo(arch="vgg16", source="packaged", entry="vgg16_packaged", sha256="c" * 64,
+                       actnorm=True)
+    path = _decoder_file(tmp_path, info)
+    vgg = tmp_path / "vgg_normalised.pth"
+    torch.save({"0.weight": torch.zeros(3, 3, 1, 1)}, vgg)
+    cfg = OmegaConf.create({"ckpt_path": None, "encoder_weights": str(vgg), "decoder_weights": str(path)})
+    with pytest.raises(ValueError, match=r"vgg16 from vgg16_packaged.*vgg19 from vgg19_normalised"):
+        plan_weights(cfg)
+    # Without encoder_weights the recorded encoder is used; a wrong checksum on this machine is named.
+    cfg = OmegaConf.create({"ckpt_path": None, "encoder_weights": None, "decoder_weights": str(path)})
+    if PACKAGED:
+        with pytest.raises(ValueError, match="was trained with vgg16_packaged of sha256 cccccccccccc"):
+            plan_weights(cfg)

@@ -26,6 +26,8 @@ def skimage_image(name: str) -> Image.Image:
     """One scikit-image sample image as RGB PIL (greyscale ones replicated)."""
     import skimage.data
 
+    if name in EXTRA_PHOTOS:
+        return bundled_image(name)
     if not hasattr(skimage.data, name):
         raise ValueError(f"unknown scikit-image sample {name!r}")
     arr = np.asarray(getattr(skimage.data, name)())
@@ -52,7 +54,9 @@ def bundled_image(name: str) -> Image.Image:
         from sklearn.datasets import load_sample_image
 
         return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
-    return skimage_image(name)
+    if name not in EXTRA_PHOTOS:
+        return skimage_image(name)
+    raise AssertionError(name)  # pragma: no cover
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,20 @@ from normapps.tasks.style_transfer.vgg import EncoderInfo
 
 FORMAT = "normapps.adain_decoder"
 VERSION = 1
+# The registry entry of the decoder shipped inside normapps (experiment=adain_bundled).
+SHIPPED_DECODER = "adain_decoder_bundled"
+
+
+def resolve_decoder_file(name_or_path: str) -> Path:
+    """``shipped`` (or the entry name) -> the verified shipped file; else a path that exists."""
+    if name_or_path in ("shipped", SHIPPED_DECODER):
+        from normapps.weights import locate
+
+        return locate(SHIPPED_DECODER)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"decoder file not found: {path}")
+    return path
 
 
 def is_decoder_file(obj: Any) -> bool:

@@ -19,14 +19,12 @@ from PIL import Image
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module, safe_load
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
-from normapps.tasks.style_transfer.decoder_file import is_decoder_file, load_decoder_file
+from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
+                                                        load_decoder_file)
 from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
 from normapps.tasks.style_transfer.vgg import (EncoderInfo, VGGEncoder, build_encoder,
                                                check_pairing, load_public_encoder)
 from normapps.weights import WeightError, get_entry, locate, sha256_of, status
-
-# The decoder infer.py uses when given neither ckpt_path nor decoder_weights.
-SHIPPED_DECODER = "adain_decoder_bundled"
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ def plan_weights(cfg: DictConfig) -> WeightsPlan:
                            label=f"public release files {cfg.encoder_weights} + {path}")
     try:
         path = locate(SHIPPED_DECODER)
-    except WeightError as err:
+    except (WeightError, KeyError) as err:
         raise ValueError(f"weights needed: ckpt_path=<checkpoint of this project>, "
                          f"decoder_weights=<decoder file>, or the shipped decoder ({err})") from err
     _, needs, _ = load_decoder_file(path)

@@ -14,7 +14,8 @@ from normapps.platform.checkpoint import META_KEY
 from normapps.platform.module import NormappsModule
 from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.losses import content_loss, style_loss
-from normapps.tasks.style_transfer.vgg import EncoderInfo, build_encoder
+from normapps.tasks.style_transfer.decoder_file import load_decoder_file, resolve_decoder_file
+from normapps.tasks.style_transfer.vgg import EncoderInfo, build_encoder, check_pairing
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,18 @@ class StyleTransferModule(NormappsModule):
         eps: float = 1e-5,
         max_logged_samples: int = 4,
         channels_last: bool = True,
+        decoder_init: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         enc_cfg = dict(encoder or {})
+        init = None
+        if decoder_init:
+            # Fine-tune a trained decoder: its file says which encoder it needs, and that
+            # encoder is rebuilt exactly (an explicit other encoder is refused below).
+            init = load_decoder_file(resolve_decoder_file(decoder_init))
+            if enc_cfg.get("weights", "auto") == "auto":
+                enc_cfg["info"] = init[1].to_dict()
         self.encoder, self.encoder_source = build_encoder(
             weights=enc_cfg.get("weights", "auto"), path=enc_cfg.get("path"),
             arch=enc_cfg.get("arch", "auto"), padding=enc_cfg.get("padding", "reflect"),
@@ -55,6 +64,12 @@ class StyleTransferModule(NormappsModule):
             info=enc_cfg.get("info"))
         log.info("style_transfer encoder: %s", self.encoder.info.describe())
         self.decoder = Decoder()
+        if init is not None:
+            check_pairing(init[1], self.encoder.info, what=f"model.decoder_init={decoder_init}")
+            self.decoder.load_state_dict(init[0].state_dict())
+            log.info("style_transfer: fine-tuning the decoder %s", decoder_init)
+        else:
+            log.info("style_transfer: training the decoder from scratch")
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -77,6 +92,7 @@ class StyleTransferModule(NormappsModule):
         enc.update(weights="checkpoint", arch=recorded.get("arch", "vgg19"),
                    padding=recorded.get("padding", enc.get("padding", "reflect")), info=None)
         hp["encoder"] = enc
+        hp["decoder_init"] = None  # the decoder's weights are in the checkpoint
         module = cls(**hp)
         module.load_state_dict(checkpoint["state_dict"])
         if recorded.get("source"):
