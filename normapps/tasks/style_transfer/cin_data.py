@@ -1,6 +1,6 @@
 """Data of an N-style CIN network: contents as for AdaIN (a folder, or the bundled photos), and a
 fixed set of N styles, one per image of ``style_dir`` (sorted by path: the style index), or the
-bundled textures. Training items are (content crop, style index); validation pairs every
+bundled styles. Training items are (content crop, style index); validation pairs every
 held-out content with the styles. All N styles are trained (none is held out): a CIN network
 only knows the styles it was trained on."""
 from __future__ import annotations
@@ -13,11 +13,10 @@ from torch.utils.data import Dataset
 
 from normapps.data.bundled import skimage_image
 from normapps.data.image_io import list_images, load_image, readable_images
+from normapps.data.procedural import procedural_styles
 from normapps.tasks.style_transfer.data import (
     BUNDLED_CONTENT_TRAIN,
     BUNDLED_CONTENT_VAL,
-    BUNDLED_STYLE_TRAIN,
-    BUNDLED_STYLE_VAL,
     PILListDataset,
     StyleDataModule,
     image_transform,
@@ -25,7 +24,16 @@ from normapps.tasks.style_transfer.data import (
 
 log = logging.getLogger(__name__)
 
-BUNDLED_STYLES = BUNDLED_STYLE_TRAIN + BUNDLED_STYLE_VAL
+# The bundled default's styles: four distinct colour schemes and textures (a stained tissue
+# photograph and three procedural images: brush strokes, cells, wavy stripes), so a short CPU
+# run shows the network telling its styles apart.
+BUNDLED_STYLES = ("immunohistochemistry", "strokes", "cells", "stripes")
+_PROCEDURAL = {"strokes": 0, "cells": 2, "stripes": 3}  # indices in procedural_styles(4, seed=0)
+
+
+def bundled_styles(size: int = 256) -> list[Image.Image]:
+    made = procedural_styles(4, size, seed=0)
+    return [made[_PROCEDURAL[n]] if n in _PROCEDURAL else skimage_image(n) for n in BUNDLED_STYLES]
 
 
 class IndexedPairs(Dataset):
@@ -58,7 +66,17 @@ class FixedIndexedPairs(Dataset):
 
 
 class StyleSetDataModule(StyleDataModule):
-    """``StyleDataModule``'s options and contents; ``style_dir`` holds the N styles."""
+    """``StyleDataModule``'s options and contents; ``style_dir`` holds the N styles. Either
+    folder may be given alone: contents default to the bundled photos (at the bundled sizes),
+    styles to the bundled styles."""
+
+    def __init__(self, *, content_dir: str | list[str] | None = None,
+                 style_dir: str | list[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hparams["content_dir"], self.hparams["style_dir"] = content_dir, style_dir
+        self.bundled = content_dir is None
+        if not self.bundled:
+            self.load_size, self.crop_size = self.hparams.load_size, self.hparams.crop_size
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -67,14 +85,16 @@ class StyleSetDataModule(StyleDataModule):
         t_train = image_transform(self.load_size, self.crop_size, train=True)
         t_eval = image_transform(self.load_size, self.crop_size, train=False)
         if self.bundled:
-            log.info("style_transfer cin data: bundled photos and %d bundled textures as styles "
-                     "(%d px crops); set data.content_dir and data.style_dir for real training",
-                     len(BUNDLED_STYLES), self.crop_size)
             content_train = PILListDataset([skimage_image(n) for n in BUNDLED_CONTENT_TRAIN], t_train)
             content_val = PILListDataset([skimage_image(n) for n in BUNDLED_CONTENT_VAL], t_eval)
-            styles, names = [skimage_image(n) for n in BUNDLED_STYLES], list(BUNDLED_STYLES)
         else:
             content_train, content_val = self._folder(hp.content_dir, t_train, t_eval, hp.seed)
+        if hp.style_dir is None:
+            log.info("style_transfer cin data: %d bundled styles (%s), %d px crops; set "
+                     "data.style_dir=<folder of N styles> (and data.content_dir) for your own",
+                     len(BUNDLED_STYLES), ", ".join(BUNDLED_STYLES), self.crop_size)
+            styles, names = bundled_styles(), list(BUNDLED_STYLES)
+        else:
             paths = readable_images(sorted(list_images(hp.style_dir)))
             if not paths:
                 raise ValueError(f"data.style_dir={hp.style_dir}: no readable style images")
