@@ -107,7 +107,7 @@ def load_released(root: str | Path, corruption: str, severity: int, *,
         per = images.shape[0] // SEVERITIES
         n = per if n_examples is None else min(int(n_examples), per)
         start = (int(severity) - 1) * per
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + n])).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.array(images[start:start + n])).permute(0, 3, 1, 2)
         y = torch.from_numpy(np.asarray(labels[start:start + n]).astype(np.int64))
         if image_size is not None and x.shape[-1] != image_size:
             raise ValueError(f"{path} holds {x.shape[-2]}x{x.shape[-1]} images but the source "

@@ -94,7 +94,15 @@ def _prior_forward_hook(module: _BatchNorm, args: tuple[Any, ...], output: torch
         var_b, mean_b = torch.var_mean(x, dim=dims, correction=0)
         mean = w * mean_s + (1 - w) * mean_b
         var = w * var_s + (1 - w) * var_b + w * (1 - w) * (mean_b - mean_s).square()
-    return F.batch_norm(x, mean, var, module.weight, module.bias, False, 0.0, module.eps)
+    if w >= 1.0 or not torch.is_grad_enabled():
+        return F.batch_norm(x, mean.detach(), var.detach(), module.weight, module.bias, False, 0.0, module.eps)
+    # With gradients the mixed statistics depend on x: native batch_norm refuses
+    # differentiable "running" statistics, so normalize explicitly.
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+    if module.weight is not None:
+        out = out * module.weight.view(shape) + module.bias.view(shape)
+    return out
 
 
 def _prior_pre_hook(module: _BatchNorm, args: tuple[Any, ...]) -> None:
