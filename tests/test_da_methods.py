@@ -279,3 +279,25 @@ def test_option_validation():
         validate_options(["sar"], {"sar": {"norms": ["weird"]}})
     with pytest.raises(ValueError, match=r"unknown option\(s\) adapt.tent"):
         validate_options(["tent"], {"tent": {"learning_rate": 1}})
+
+
+def test_run_level_checks(tmp_path):
+    from normapps.tasks.domain_adaptation.runner import check_applicable
+    from normapps.tasks.domain_adaptation.targets import parse_target_spec
+
+    with pytest.raises(ValueError, match="adapt.tent.norms"):
+        check_applicable(["tent"], ["group"], {}, has_ckpt=False)
+    with pytest.raises(ValueError, match="model.norm=batch"):
+        check_applicable(["dsbn"], ["layer"], {}, has_ckpt=False)
+    check_applicable(["tent", "dsbn"], ["batch", "group"], {}, has_ckpt=False)  # n/a rows only
+    check_applicable(["sar"], ["group", "layer"], {}, has_ckpt=False)
+    with pytest.raises(ValueError, match="data.target.stream must be one of"):
+        parse_target_spec({"corruption": "fog", "stream": "sideways"})
+    with pytest.raises(ValueError, match="data.target.dirichlet"):
+        parse_target_spec({"corruption": "fog", "stream": "label_shift", "dirichlet": None})
+    with pytest.raises(ValueError, match="data.target.batch_size"):
+        parse_target_spec({"corruption": "fog", "batch_size": 0})
+    with pytest.raises(FileNotFoundError, match="fog.npy"):
+        parse_target_spec({"corruption": "fog", "released_dir": str(tmp_path)})
+    spec = parse_target_spec({"corruption": ["fog", "contrast"], "stream": "mixed", "n_examples": 5})
+    assert spec.corruptions == ["fog", "contrast"] and spec.stream == "mixed" and spec.n_examples == 5

@@ -157,9 +157,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     # --- source model(s) ------------------------------------------------------------------
     datamodule = ctx.build_datamodule(data_cfg)
     models, metrics, paths_by_norm, clean = {}, {}, {}, {}
-    for norm in norms:
+    for i, norm in enumerate(list(norms)):
         module, m, paths = train_source(cfg, ctx, datamodule, norm=norm,
                                         stage=norm if len(norms) > 1 else None)
+        if cfg.get("source_ckpt"):  # the checkpoint says which norm it was built with
+            norm = norms[i] = str(module.hparams.get("norm", norm))
         metrics.update(m if len(norms) == 1 else {f"{norm}/{k}": v for k, v in m.items()})
         net = module.net.eval().to(device)
         models[norm], paths_by_norm[norm] = net, paths
@@ -167,6 +169,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         clean[norm] = error_rate(predict_logits(net, x_test, batch_size=256, device=device), y_test)
         log.info("source model (model.norm=%s): clean test error %.4f", norm, clean[norm])
     metrics["source/test/error"] = clean[norms[0]]
+    for name in methods:  # a source_ckpt model is only known now: refuse before adapting
+        reasons = [not_applicable(name, models[n], options[name]) for n in norms]
+        if all(reasons):
+            raise ValueError(f"adapt={name} cannot adapt the source model: {reasons[0]}")
 
     sources = None
     if {"dsbn", "eata"} & set(methods):
