@@ -92,16 +92,14 @@ def test_released_data_continual_stream_on_bn_and_gn_models(tmp_path):
     assert all(abs(float(r["fog-5"]) * 10 - round(float(r["fog-5"]) * 10)) < 1e-6 for r in rows if r["fog-5"])
 
 
-# The rest of the checks are unit-tested (test_da_methods.py::test_run_level_checks).
-@pytest.mark.parametrize("overrides, message", [
-    (["adapt=tent", "adapt.mode=sometimes"], "adapt.tent.mode must be one of"),  # deprecated alias
-    (["data.target.released_dir=/nonexistent/CIFAR-10-C"], "is not a folder"),
-])
-def test_bad_option_fails_before_training(tmp_path, overrides, message):
+def test_bad_option_fails_before_training(tmp_path):
+    # One through the CLI (a deprecated alias, checked under its new name); the other checks
+    # are unit-tested in test_da_methods.py::test_run_level_checks.
     proc = run_cli("train.py", f"hydra.run.dir={tmp_path}", "task=domain_adaptation", "logger=none",
-                   *overrides, check=False)
+                   "adapt=tent", "adapt.mode=sometimes", check=False)
     assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert "adapt.tent.mode must be one of" in out and "adapt.mode is deprecated" in out
     assert not (tmp_path / "checkpoints").exists()
 
 
