@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from normapps.models import build_classifier
-from normapps.platform.checkpoint import CheckpointError, safe_load
+from normapps.platform.checkpoint import CheckpointError, atomic_save, safe_load
 
 FORMAT_KEY = "normapps_quant"
 FORMAT_VERSION = 1
@@ -31,8 +31,7 @@ def save_quantized(path: str | Path, *, state_dict: dict[str, Any], arch: dict[s
     path = Path(path)
     meta = {"format_version": FORMAT_VERSION, "arch": dict(arch), "recipe": dict(recipe),
             "image_size": int(image_size), "metrics": dict(metrics or {})}
-    torch.save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
-    return path
+    return atomic_save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
 
 
 def _float_net(arch: dict[str, Any]) -> nn.Module:

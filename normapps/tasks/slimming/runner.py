@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from normapps.norm import recalibrate_bn
-from normapps.platform.checkpoint import safe_load
+from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
 from normapps.platform.runner import checkpoint_paths
 from normapps.platform.summary import markdown_table, write_table
@@ -82,13 +82,7 @@ def _fit_stage(ctx: RunContext, module: SlimmingModule, datamodule, stage: str, 
 
 def save_module(module: pl.LightningModule, path: Path) -> Path:
     """A checkpoint of ``module`` alone, in the format Lightning writes (loads weights_only)."""
-    ckpt: dict[str, Any] = {"state_dict": module.state_dict(),
-                            "hyper_parameters": dict(module.hparams),
-                            "pytorch-lightning_version": pl.__version__}
-    module.on_save_checkpoint(ckpt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
-    return path
+    return save_module_checkpoint(module, path)
 
 
 def _log_table(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
