@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from normapps.platform.checkpoint_io import AtomicCheckpointIO
 from normapps.platform.logging import build_loggers, log_hyperparams
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,12 @@ class RunContext:
         if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
             log.warning("SyncBatchNorm does not run on CPU in PyTorch; sync_batchnorm disabled")
             trainer_cfg["sync_batchnorm"] = False
-        return instantiate(trainer_cfg, callbacks=callbacks, logger=self.loggers or False)
+        plugins = trainer_cfg.pop("plugins", None)
+        if plugins is None:
+            # Checkpoint temporaries next to the checkpoint, never in $TMPDIR.
+            plugins = [AtomicCheckpointIO()]
+        return instantiate(trainer_cfg, callbacks=callbacks, logger=self.loggers or False,
+                           plugins=plugins)
 
     def checkpoint_callback(self, trainer: pl.Trainer):
         return trainer.checkpoint_callback

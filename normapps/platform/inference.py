@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import torch
 from omegaconf import DictConfig
 
 from normapps.platform.checkpoint import import_object
+from normapps.platform.options import OptionError, as_text, seed_option
 from normapps.platform.summary import write_summary
+
+INFERENCE_FILE = "inference.json"
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +23,15 @@ log = logging.getLogger(__name__)
 def resolve_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} was asked for, but no CUDA device is available")
-    return torch.device(name)
+    if not isinstance(name, str) or not name.strip():
+        raise OptionError(f"device={name!r}: expected auto, cpu, cuda or cuda:<index>")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise OptionError(f"device={name!r}: expected auto, cpu, cuda or cuda:<index> ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device={name} was asked for, but no CUDA device is available")
+    return device
 
 
 def seed_all(seed: int) -> None:
@@ -30,16 +40,41 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_output_dir(value: Any) -> Path:
+    """Create ``output_dir`` and prove it is writable, before any weights load."""
+    text = as_text("output_dir", value)
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"output_dir={text}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise OptionError(f"output_dir={text}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
 def run_infer(cfg: DictConfig) -> dict[str, Any]:
-    """Call the task's ``infer`` runner as ``runner(cfg, device, output_dir) -> dict``; the
-    returned dict is written to ``<output_dir>/inference.json``."""
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Check the common options (output_dir, device, seed), then call the task's runner as
+    ``runner(cfg, device, output_dir) -> dict``; the returned dict is written to
+    ``<output_dir>/inference.json``, and no other file in ``output_dir`` is touched."""
+    output_dir = prepare_output_dir(cfg.get("output_dir"))
     device = resolve_device(cfg.get("device"))
-    seed_all(int(cfg.get("seed", 0)))
+    seed = seed_option(cfg)
+    seed_all(seed)
     runner = import_object(cfg.task.runner)
     result = runner(cfg, device=device, output_dir=output_dir) or {}
     result = {"task": cfg.task.name, **result}
-    path = write_summary(output_dir, result)
-    path.rename(output_dir / "inference.json")
+    write_summary(output_dir, result, name=INFERENCE_FILE)
     return result
+
+
+def require_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """Refuse a non-finite model output (a NaN image saves as black, a NaN score as a class)."""
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise ValueError(f"{what}: the model produced {bad} NaN/inf value(s) of {tensor.numel()}; "
+                         "nothing was written (a corrupted or diverged model, or an overflow in "
+                         "reduced precision)")
+    return tensor

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list:
-    """Instantiate the configured logger; W&B honours WANDB_MODE over the config's ``offline``."""
+    """Instantiate the configured logger; W&B honours WANDB_MODE over the config's ``offline``.
+
+    The logger's ``finalize`` (which Lightning calls at the end of every fit and test) is
+    guarded: a logger failing there warns instead of ending the run before its summary.
+    """
     if logger_cfg is None or logger_cfg.get("_target_") in (None, "null"):
         return []
     cfg = OmegaConf.to_container(logger_cfg, resolve=True)
@@ -25,7 +30,29 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
         elif mode in ("offline", "dryrun", "disabled"):
             cfg["offline"] = True
         Path(cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
-    return [instantiate(cfg)]
+    return [guard_finalize(instantiate(cfg))]
+
+
+def _warn_logger_failure(logger: Any, what: str, err: BaseException) -> None:
+    message = (f"{type(logger).__name__}.{what} failed ({type(err).__name__}: {err}); the run's "
+               "checkpoints and summary.json are not affected")
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def guard_finalize(logger: Any) -> Any:
+    """Make ``logger.finalize`` warn instead of raise (patched on the instance, so the logger
+    keeps its class for Lightning's and W&B's isinstance checks)."""
+    original = logger.finalize
+
+    def finalize(status: str) -> None:
+        try:
+            original(status)
+        except Exception as err:  # noqa: BLE001 - a logger must never end a run
+            _warn_logger_failure(logger, f"finalize({status!r})", err)
+
+    logger.finalize = finalize
+    return logger
 
 
 def log_hyperparams(loggers: Sequence, cfg: DictConfig) -> None:
@@ -34,17 +61,51 @@ def log_hyperparams(loggers: Sequence, cfg: DictConfig) -> None:
         lg.log_hyperparams(params)
 
 
-def finish_loggers(loggers: Sequence) -> None:
-    """Close every logger; finishing W&B keeps multirun jobs from sharing one run."""
+def finish_loggers(loggers: Sequence, *, success: bool = True) -> None:
+    """Close every logger; finishing W&B keeps multirun jobs from sharing one run. Never raises:
+    a failure here is warned about, since the run's results are already on disk."""
     for lg in loggers:
-        lg.finalize("success")
+        try:
+            lg.finalize("success" if success else "failed")
+        except Exception as err:  # noqa: BLE001
+            _warn_logger_failure(lg, "finalize", err)
     try:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=0 if success else 1)
     except ImportError:  # pragma: no cover - wandb is a dependency
         pass
+    except Exception as err:  # noqa: BLE001
+        _warn_logger_failure(wandb, "finish", err)
+
+
+def log_table(loggers: Sequence, key: str, rows: list[dict[str, Any]]) -> None:
+    """Log ``rows`` (dicts; columns in first-seen order) as a W&B table on every W&B logger.
+
+    Columns may mix numbers and text (a mean row labelled "" in a numeric column): W&B is told
+    to allow that. A failure warns; the CSV/Markdown copy from ``summary.write_table`` stays
+    the record of truth.
+    """
+    if not rows:
+        return
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger):
+            continue
+        try:
+            import wandb
+
+            from normapps.platform.summary import to_number
+
+            data = [[to_number(r.get(c)) for c in columns] for r in rows]
+            lg.experiment.log({key: wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
+        except Exception as err:  # noqa: BLE001
+            _warn_logger_failure(lg, f"table {key!r}", err)
 
 
 def log_image(module, key: str, image: torch.Tensor, *, caption: str | None = None) -> Path | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,9 +23,16 @@ def metrics_to_floats(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k: to_number(v) for k, v in sorted(metrics.items())}
 
 
-def write_summary(output_dir: Path, summary: dict[str, Any]) -> Path:
-    path = Path(output_dir) / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+def write_summary(output_dir: Path, summary: dict[str, Any], *, name: str = "summary.json") -> Path:
+    """Write ``summary`` as JSON to ``<output_dir>/<name>`` through a temporary file next to it,
+    so a reader never sees half a file and no other file is touched."""
+    path = Path(output_dir) / name
+    tmp = path.with_name(f".{name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,0 +1,177 @@
+"""train.py's checks before any work: every option a run will use, against its declared type.
+
+Runs first in :func:`normapps.platform.runner.run_train`, before loggers, data or models are
+built: ``ckpt_path`` must be a safe checkpoint of the module this run trains; ``seed``, ``test``
+and ``test_ckpt`` have their types; every key given to a ``_target_`` (``model.*``, ``data.*``,
+``trainer.*``, ``callbacks.*``) is checked against the type hints of the class it configures
+(a string where a number is expected, NaN, an empty value, a choice outside a ``Literal``), so
+``model.lr=abc`` fails here naming ``model.lr`` instead of inside torch.optim; learning rates
+must be positive, batch sizes at least 1. A task can add its own checks with
+``task.validate: <dotted path of fn(cfg)>``.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from normapps.platform import registry
+from normapps.platform.checkpoint import (
+    CheckpointError, checkpoint_meta, import_object, resolve_entry, safe_load,
+)
+from normapps.platform.options import OptionError, as_bool, as_choice, as_float, as_int, as_text, seed_option
+
+# Config keys whose values are not constructor arguments.
+_HYDRA_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
+
+
+def preflight(cfg: DictConfig) -> None:
+    check_resume_checkpoint(cfg)
+    seed_option(cfg)
+    as_bool("test", cfg.get("test", True))
+    as_choice("test_ckpt", cfg.get("test_ckpt", "best"), ("best", "last"))
+    for group in ("model", "data", "trainer"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            check_target_args(node, group)
+    check_callbacks(cfg)
+    validate = cfg.task.get("validate") if cfg.get("task") is not None else None
+    if validate:
+        import_object(validate)(cfg)
+
+
+def check_resume_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path`` must load safely and hold the module class this run trains."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return
+    path = as_text("ckpt_path", value)
+    ckpt = safe_load(path)
+    entry = resolve_entry(checkpoint_meta(ckpt, path), path)
+    target = OmegaConf.select(cfg, "model._target_")
+    if target:
+        trains = registry.dotted_name(import_object(target))
+        if registry.entry_for_dotted(trains) is not entry:
+            raise CheckpointError(
+                f"ckpt_path={path} holds a {entry.name!r} module (task {entry.task}), but this run "
+                f"trains {trains} (task={cfg.task.name}): resuming needs a checkpoint of the same module")
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not isinstance(node, DictConfig) or node.get("_target_") is None:
+            continue
+        check_target_args(node, f"callbacks.{name}")
+        try:
+            instantiate(node)  # callbacks are cheap: their own checks (ranges) run now
+        except Exception as err:  # noqa: BLE001 - re-raised naming the key
+            cause = err.__cause__ or err
+            raise OptionError(f"callbacks.{name}: {cause}") from None
+
+
+# ---------------------------------------------------------------------------------- types
+def _target_signature(target: str):
+    obj = import_object(target)
+    fn = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        return inspect.signature(fn), typing.get_type_hints(fn)
+    except (TypeError, ValueError, NameError):  # builtins, unresolvable hints: nothing to check
+        return None, {}
+
+
+def check_target_args(node: DictConfig, prefix: str) -> None:
+    """Check every key of a ``_target_`` config against the target's parameter types."""
+    signature, hints = _target_signature(node._target_)
+    if signature is None:
+        return
+    for key in node:
+        if key in _HYDRA_KEYS or key not in signature.parameters or key not in hints:
+            continue
+        name = f"{prefix}.{key}"
+        source = _interpolation(node, key)
+        value = OmegaConf.select(node, key)
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not matches(value, hints[key]):
+            raise OptionError(f"{name}={value!r}{source}: expected {describe(hints[key])}")
+        _check_range(name, key, value, source)
+
+
+def _interpolation(node: DictConfig, key: str) -> str:
+    child = node._get_node(key)
+    if child is not None and child._is_interpolation():
+        return f" (from {child._value()})"
+    return ""
+
+
+def _check_range(name: str, key: str, value: Any, source: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if key == "lr" or key.startswith("lr_") or key.endswith("_lr"):
+        as_float(f"{name}{source}", value, min=0.0, min_open=True)
+    elif key.endswith("batch_size"):
+        as_int(f"{name}{source}", value, min=1)
+    elif key == "num_workers":
+        as_int(f"{name}{source}", value, min=0)
+
+
+def _union_args(ann: Any) -> tuple | None:
+    origin = typing.get_origin(ann)
+    if origin is Union or origin is types.UnionType:
+        return typing.get_args(ann)
+    return None
+
+
+def matches(value: Any, ann: Any) -> bool:
+    """Whether a config value can be what ``ann`` declares (unknown classes: accepted)."""
+    if ann is Any or ann is inspect.Parameter.empty:
+        return True
+    if ann is type(None) or ann is None:
+        return value is None
+    members = _union_args(ann)
+    if members is not None:
+        return any(matches(value, m) for m in members)
+    origin = typing.get_origin(ann)
+    if origin is Literal:
+        return any(value == lit and type(value) is type(lit) for lit in typing.get_args(ann))
+    if ann is bool:
+        return isinstance(value, bool)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ann is str:
+        return isinstance(value, str) and value.strip() != ""
+    if ann is Path:
+        return isinstance(value, (str, Path)) and str(value).strip() != ""
+    base = origin or ann
+    if base in (list, tuple, Sequence, set) or (isinstance(base, type) and issubclass(base, (list, tuple))):
+        return isinstance(value, (list, tuple))
+    if base in (dict, Mapping) or (isinstance(base, type) and issubclass(base, dict)):
+        return isinstance(value, dict)
+    return True
+
+
+def describe(ann: Any) -> str:
+    members = _union_args(ann)
+    if members is not None:
+        return " or ".join(dict.fromkeys(describe(m) for m in members))
+    if typing.get_origin(ann) is Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(ann))
+    names = {bool: "true or false", int: "an integer", float: "a finite number",
+             str: "a non-empty string", type(None): "null", Path: "a path"}
+    if ann in names:
+        return names[ann]
+    base = typing.get_origin(ann) or ann
+    if base in (list, tuple, Sequence):
+        return "a list"
+    if base in (dict, Mapping):
+        return "a mapping"
+    return getattr(ann, "__name__", str(ann))
