@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
+from normapps.platform.logging import log_table
 from normapps.platform.runner import checkpoint_paths
 from normapps.platform.summary import markdown_table, write_table
 from normapps.tasks.slimming.module import SlimmingModule
@@ -86,15 +87,7 @@ def save_module(module: pl.LightningModule, path: Path) -> Path:
 
 
 def _log_table(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
-    from pytorch_lightning.loggers import WandbLogger
-
-    for lg in ctx.loggers:
-        if isinstance(lg, WandbLogger):
-            import wandb
-
-            cols = list(rows[0])
-            lg.experiment.log({"slimming/stages": wandb.Table(
-                columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+    log_table(ctx.loggers, "slimming/stages", rows)
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
