@@ -161,3 +161,31 @@ def test_infer_writes_inference_json_and_never_touches_a_runs_record(tiny_checkp
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in before} == before
     assert {p.name for p in run.iterdir()} - set(before) == {"inference.json", "predictions.csv"}
     assert json.loads((run / "inference.json").read_text())["num_images"] == 4
+
+
+def test_classification_checkpoints_record_their_image_size_and_infer_uses_it(tmp_path, one_thread):
+    """Issue 12 item 10: a 16 px model was run on 32 px images by default, silently."""
+    from normapps.platform.inference import run_infer
+    from tests.hydra_configs import compose_infer
+    from tests.tiny_checkpoints import image_folder
+
+    _fit(tmp_path / "run", max_steps=1)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["normapps"]["data"] == {"image_size": 16, "channels": 1}
+    folder = image_folder(tmp_path / "digits", size=40)
+    base = ["task=classification", f"ckpt_path={last}", f"input={folder}"]
+    result = run_infer(compose_infer([*base, f"output_dir={tmp_path / 'a'}"]))
+    assert result["image_size"] == 16
+    with pytest.warns(UserWarning, match="image_size=24 differs from the 16 px"):
+        result = run_infer(compose_infer([*base, f"output_dir={tmp_path / 'b'}", "image_size=24"]))
+    assert result["image_size"] == 24  # an explicit choice is honoured, with a warning
+
+
+def test_non_finite_model_outputs_are_refused_not_written(tmp_path):
+    """Issue 12 item 8, the output side: NaN scores argmax to class 0 and were saved as such."""
+    from normapps.tasks.classification.predict import write_predictions
+
+    probs = torch.tensor([[0.2, 0.8], [float("nan"), float("nan")]])
+    with pytest.raises(ValueError, match="2 NaN/inf value"):
+        write_predictions(tmp_path, [Path("a.png"), Path("b.png")], probs, None)
+    assert not (tmp_path / "predictions.csv").exists()

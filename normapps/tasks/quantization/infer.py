@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from normapps.data.image_io import list_images
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import safe_load
+from normapps.platform.inference import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     images, paths, labels, _ = load_image_folder(cfg.input, image_size=size, channels=channels)
     with torch.inference_mode():
         probs = torch.cat([model(chunk).float().softmax(1) for chunk in images.split(int(cfg.batch_size))])
+    require_finite(probs, "class probabilities")
     conf, pred = probs.max(1)
     rows = []
     for i, path in enumerate(paths):
