@@ -40,11 +40,13 @@ def _snapshot(run: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    """The reference: the same run with nothing in its way (last.ckpt at step 6)."""
+def uninterrupted(tmp_path_factory):
+    """The reference: the same run with nothing in its way (last.ckpt at step 6), logging to the
+    default W&B logger (offline) made to fail at the end of the run."""
     run = tmp_path_factory.mktemp("uninterrupted")
-    train(run, *COMMON)
-    return run
+    proc = run_cli("train.py", f"hydra.run.dir={run}", *COMMON, "logger=wandb",
+                   "logger._target_=tests.reliability_probes.FailingWandbLogger")
+    return run, proc
 
 
 def test_sigterm_saves_last_ckpt_and_resume_in_the_run_dir_is_exact(uninterrupted, tmp_path):
@@ -72,7 +74,7 @@ def test_sigterm_saves_last_ckpt_and_resume_in_the_run_dir_is_exact(uninterrupte
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("last")) == ["last.ckpt"]
     resumed = _ckpt(last)
     assert resumed["global_step"] == STEPS
-    _assert_same_weights(_ckpt(uninterrupted / "checkpoints" / "last.ckpt"), resumed)
+    _assert_same_weights(_ckpt(uninterrupted[0] / "checkpoints" / "last.ckpt"), resumed)
 
 
 def test_kill_during_a_timed_save_loses_one_interval_and_leaves_no_temp(tmp_path):
@@ -92,10 +94,8 @@ def test_kill_during_a_timed_save_loses_one_interval_and_leaves_no_temp(tmp_path
     assert load_module(last).checkpoint_info["task"] == "classification"
 
 
-def test_a_logger_failing_at_the_end_only_warns_and_the_summary_is_written(tmp_path):
-    run = tmp_path / "run"
-    proc = run_cli("train.py", f"hydra.run.dir={run}", *COMMON, "logger=wandb",
-                   "logger._target_=tests.reliability_probes.FailingWandbLogger")
+def test_a_logger_failing_at_the_end_only_warns_and_the_summary_is_written(uninterrupted):
+    run, proc = uninterrupted
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "classification" and Path(summary["last_checkpoint"]).is_file()
     assert "simulated logger failure" in proc.stderr + proc.stdout

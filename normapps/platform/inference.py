@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normapps.platform.checkpoint import import_object
-from normapps.platform.options import OptionError, as_text, seed_option
+from normapps.platform.options import OptionError, as_bool, as_float, as_int, as_text, seed_option
 from normapps.platform.summary import write_summary
 
 INFERENCE_FILE = "inference.json"
+# infer.py's config root (infer.py runs Hydra with config_path="conf/infer").
+INFER_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "infer"
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     """Check the common options (output_dir, device, seed), then call the task's runner as
     ``runner(cfg, device, output_dir) -> dict``; the returned dict is written to
     ``<output_dir>/inference.json``, and no other file in ``output_dir`` is touched."""
+    check_declared_types(cfg, declared_options(cfg.task.name))
     output_dir = prepare_output_dir(cfg.get("output_dir"))
     device = resolve_device(cfg.get("device"))
     seed = seed_option(cfg)
@@ -68,6 +71,37 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     result = {"task": cfg.task.name, **result}
     write_summary(output_dir, result, name=INFERENCE_FILE)
     return result
+
+
+def declared_options(task: str) -> dict[str, Any]:
+    """The options ``conf/infer/task/<task>.yaml`` declares, with their defaults."""
+    path = INFER_CONFIG_DIR / "task" / f"{task}.yaml"
+    if not path.is_file():
+        return {}
+    declared = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return {k: v for k, v in declared.items() if k not in ("task", "defaults")}
+
+
+def check_declared_types(cfg: DictConfig, declared: dict[str, Any], prefix: str = "") -> None:
+    """An option declared with a number, boolean or text default takes only that type (NaN and
+    infinities are no numbers, an empty value no text); options declared null or ``???`` take
+    several types and are checked by their task. Ranges are the task's to check."""
+    for key, default in declared.items():
+        name = f"{prefix}{key}"
+        if isinstance(default, dict):
+            check_declared_types(cfg, default, f"{name}.")
+            continue
+        if default is None or default == "???":
+            continue
+        value = OmegaConf.select(cfg, name)
+        if isinstance(default, bool):
+            as_bool(name, value)
+        elif isinstance(default, int):
+            as_int(name, value)
+        elif isinstance(default, float):
+            as_float(name, value)
+        elif isinstance(default, str):
+            as_text(name, value)
 
 
 def require_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:

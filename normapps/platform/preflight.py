@@ -11,7 +11,9 @@ must be positive, batch sizes at least 1. A task can add its own checks with
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import math
 import types
 import typing
@@ -28,23 +30,45 @@ from normapps.platform.checkpoint import (
 )
 from normapps.platform.options import OptionError, as_bool, as_choice, as_float, as_int, as_text, seed_option
 
+# Top-level options that name a checkpoint of this project, besides ckpt_path (resume).
+CHECKPOINT_OPTIONS = ("source_ckpt",)
 # Config keys whose values are not constructor arguments.
 _HYDRA_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
 
 
 def preflight(cfg: DictConfig) -> None:
-    check_resume_checkpoint(cfg)
-    seed_option(cfg)
-    as_bool("test", cfg.get("test", True))
-    as_choice("test_ckpt", cfg.get("test_ckpt", "best"), ("best", "last"))
+    # Resolve interpolations once (the checks read hundreds of values); the unresolved config
+    # is kept to say where an interpolated value came from.
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    check_resume_checkpoint(plain)
+    check_checkpoint_options(plain)
+    seed_option(plain)
+    as_bool("test", plain.get("test", True))
+    as_choice("test_ckpt", plain.get("test_ckpt", "best"), ("best", "last"))
     for group in ("model", "data", "trainer"):
-        node = cfg.get(group)
+        node = plain.get(group)
         if isinstance(node, DictConfig):
-            check_target_args(node, group)
-    check_callbacks(cfg)
-    validate = cfg.task.get("validate") if cfg.get("task") is not None else None
+            check_target_args(node, group, source=cfg.get(group))
+    check_trainer(plain)
+    check_callbacks(plain)
+    validate = plain.task.get("validate") if plain.get("task") is not None else None
     if validate:
-        import_object(validate)(cfg)
+        import_object(validate)(plain)
+
+
+def check_checkpoint_options(cfg: DictConfig) -> None:
+    """The other checkpoint options (``source_ckpt``: the model a task starts from) must load
+    safely now, not after the run has built its data."""
+    target = OmegaConf.select(cfg, "model._target_")
+    trains = registry.entry_for_dotted(registry.dotted_name(import_object(target))) if target else None
+    for key in CHECKPOINT_OPTIONS:
+        if cfg.get(key) is None:
+            continue
+        path = as_text(key, cfg.get(key))
+        entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
+        if trains is not None and entry.network != trains.network:
+            raise CheckpointError(f"{key}={path} holds a {entry.network!r} network (task {entry.task}), "
+                                  f"but this run needs a {trains.network!r}")
 
 
 def check_resume_checkpoint(cfg: DictConfig) -> None:
@@ -64,6 +88,24 @@ def check_resume_checkpoint(cfg: DictConfig) -> None:
                 f"trains {trains} (task={cfg.task.name}): resuming needs a checkpoint of the same module")
 
 
+def check_trainer(cfg: DictConfig) -> None:
+    """Lightning checks its own options (limits, accelerator, devices, precision) when a Trainer
+    is built; build a bare one now (milliseconds, nothing runs) so they fail before the run."""
+    node = cfg.get("trainer")
+    if not isinstance(node, DictConfig) or node.get("_target_") is None:
+        return
+    from normapps.platform.context import build
+
+    quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its "GPU available" lines belong to the real Trainer
+    try:
+        build("trainer", node, logger=False, callbacks=[], enable_checkpointing=False,
+              enable_progress_bar=False, default_root_dir=None)
+    finally:
+        quiet.setLevel(level)
+
+
 def check_callbacks(cfg: DictConfig) -> None:
     for name, node in (cfg.get("callbacks") or {}).items():
         if not isinstance(node, DictConfig) or node.get("_target_") is None:
@@ -77,6 +119,7 @@ def check_callbacks(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------- types
+@functools.lru_cache(maxsize=None)
 def _target_signature(target: str):
     obj = import_object(target)
     fn = obj.__init__ if isinstance(obj, type) else obj
@@ -86,26 +129,30 @@ def _target_signature(target: str):
         return None, {}
 
 
-def check_target_args(node: DictConfig, prefix: str) -> None:
-    """Check every key of a ``_target_`` config against the target's parameter types."""
+def check_target_args(node: DictConfig, prefix: str, *, source: DictConfig | None = None) -> None:
+    """Check every key of a ``_target_`` config against the target's parameter types, then the
+    target's own ``check_args`` (ranges, choices) when it has one. ``source``: the same node
+    before interpolations were resolved, to name where a bad value came from."""
     signature, hints = _target_signature(node._target_)
     if signature is None:
         return
-    for key in node:
-        if key in _HYDRA_KEYS or key not in signature.parameters or key not in hints:
+    args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+            if k not in _HYDRA_KEYS and k in signature.parameters}
+    for key, value in args.items():
+        if key not in hints:
             continue
         name = f"{prefix}.{key}"
-        source = _interpolation(node, key)
-        value = OmegaConf.select(node, key)
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
+        origin = _interpolation(source, key) if isinstance(source, DictConfig) else ""
         if not matches(value, hints[key]):
-            raise OptionError(f"{name}={value!r}{source}: expected {describe(hints[key])}")
-        _check_range(name, key, value, source)
+            raise OptionError(f"{name}={value!r}{origin}: expected {describe(hints[key])}")
+        _check_range(name, key, value, origin)
+    check_args = getattr(import_object(node._target_), "check_args", None)
+    if callable(check_args):
+        check_args(args, prefix=prefix)
 
 
 def _interpolation(node: DictConfig, key: str) -> str:
-    child = node._get_node(key)
+    child = node._get_node(key) if key in node else None
     if child is not None and child._is_interpolation():
         return f" (from {child._value()})"
     return ""
@@ -120,6 +167,10 @@ def _check_range(name: str, key: str, value: Any, source: str) -> None:
         as_int(f"{name}{source}", value, min=1)
     elif key == "num_workers":
         as_int(f"{name}{source}", value, min=0)
+    elif key == "seed" or key.endswith("_seed"):
+        as_int(f"{name}{source}", value, min=0, max=2**32 - 1)
+    elif "_every_n_" in key and isinstance(value, int):
+        as_int(f"{name}{source}", value, min=1)
 
 
 def _union_args(ann: Any) -> tuple | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from normapps.data.image_io import list_images
+from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
 from normapps.platform.options import int_option, text_option
 from normapps.tasks.classification.predict import classify_folder
@@ -48,7 +48,7 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     spec = text_option(cfg, "input")
     requested = int_option(cfg, "image_size", min=1, allow_none=True)
     batch_size = int_option(cfg, "batch_size", min=1)
-    list_images(spec)  # fail on a missing/empty input before loading the model
+    check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
     module = load_module(ckpt_path, expected_task="classification")
     size = pick_image_size(requested, trained_image_size(module))
     result = classify_folder(module.net, spec, image_size=size,
