@@ -3,6 +3,8 @@
     python scripts/bench_style.py                      # CPU: 256 and 512, batch 1
     python scripts/bench_style.py --device cuda --batch 32 --sizes 256 512
     python scripts/bench_style.py --4096               # peak memory of a 4096x4096 stylization
+    python scripts/bench_style.py --methods cin arbitrary_cin --sizes 384 512 1024 --threads 1
+                                   # CIN methods vs onnxruntime on the same pretrained networks
 
 Images/s counts content encode + AdaIN + decode (the style is encoded once, outside the timing,
 as in the paper). Fidelity: PSNR of each fast path against fp32 NCHW on the same inputs (peak 1,
@@ -181,6 +183,11 @@ def main() -> None:
     p.add_argument("--4096", dest="big", action="store_true", help="only the 4096x4096 memory run")
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--methods", nargs="+", default=["adain"], choices=["adain", "cin", "arbitrary_cin"],
+                   help="adain: the AdaIN/WCT Stylizer; cin / arbitrary_cin: side by side with "
+                        "onnxruntime on the packaged networks (scripts/bench_cin.py)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for ours and onnxruntime (cin methods)")
+    p.add_argument("--int8-kernels", action="store_true", help="cin methods: int8 vs fp32 convolutions of their shapes")
     args = p.parse_args()
     device = torch.device(args.device)
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
@@ -190,7 +197,17 @@ def main() -> None:
         info["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(info), flush=True)
     result = {"machine": info}
-    if args.big:
+    cin_methods = [m for m in args.methods if m != "adain"]
+    if cin_methods:
+        from scripts.bench_cin import run as run_cin
+
+        result.update(run_cin(cin_methods, sizes=args.sizes, reps=args.reps, device=device,
+                              compile_modes=not args.no_compile, batch=args.batch,
+                              threads=args.threads or torch.get_num_threads(),
+                              int8_kernels=args.int8_kernels))
+    if "adain" not in args.methods:
+        pass
+    elif args.big:
         result["large"] = bench_4096(device, args.tile_size)
     else:
         result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device, args.no_compile)

@@ -6,7 +6,10 @@ modules, the rest are small modules reusing :mod:`.recovery`.
 
 from .analysis import ScaleInvarianceMonitor, scale_invariant_layers, snd
 from .bn_tools import bn_modules, fold_bn, freeze_bn, recalibrate_bn, unfreeze_bn
-from .conditional import ConditionalBatchNorm, ConditionalInstanceNorm, SelfModulatedBatchNorm
+from .conditional import (
+    ConditionalBatchNorm, ConditionalInstanceNorm, SelfModulatedBatchNorm,
+    conditional_instance_norm, instance_moments,
+)
 from .domain import DomainBatchNorm, convert_to_domain_bn, domain_context, set_domain
 from .factory import NORM_REGISTRY, NormSpec, build_norm, describe_norms, norm_kinds
 from .recovery import ChannelAffine, ConditionalAffine, modulate
@@ -20,6 +23,7 @@ __all__ = [
     "ChannelAffine", "ConditionalAffine", "modulate",
     "BatchWhitening", "IterNorm",
     "ConditionalBatchNorm", "ConditionalInstanceNorm", "SelfModulatedBatchNorm",
+    "conditional_instance_norm", "instance_moments",
     "DomainBatchNorm", "set_domain", "domain_context", "convert_to_domain_bn",
     "calc_mean_std", "adain", "adain_from_stats", "wct",
     "apply_spectral_norm", "apply_weight_norm", "spectral_norm_estimates",

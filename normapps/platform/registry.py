@@ -6,8 +6,8 @@ from the dotted path written *here*, in this file, only once it is known to be o
 
 Adding a module class (a new network, a new task) is one line in ``MODULES``::
 
-    ModuleEntry("cin_transformer", "normapps.tasks.style_transfer.cin.CINModule",
-                task="style_transfer", network="cin_transformer"),
+    ModuleEntry("my_network", "normapps.tasks.<task>.<module>.<Class>",
+                task="<task>", network="my_network"),
 
 ``name`` is what new checkpoints record (``meta["module"]``), ``network`` says what network the
 checkpoint holds (so a loader can later accept any checkpoint holding a classifier, whichever
@@ -40,6 +40,10 @@ _ENTRIES = (
                 task="slimming", network="classifier"),
     ModuleEntry("adain", "normapps.tasks.style_transfer.module.StyleTransferModule",
                 task="style_transfer", network="adain"),
+    ModuleEntry("cin", "normapps.tasks.style_transfer.cin_module.CINStyleModule",
+                task="style_transfer", network="cin_transformer"),
+    ModuleEntry("arbitrary_cin", "normapps.tasks.style_transfer.cin_module.ArbitraryCINModule",
+                task="style_transfer", network="arbitrary_cin"),
     ModuleEntry("gan", "normapps.tasks.gan.module.GANModule", task="gan", network="gan"),
 )
 

@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
-from normapps.platform.checkpoint import load_module
+from normapps.platform.checkpoint import load_module, safe_load
 from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
+from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
+                                                        load_decoder_file)
 from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
-from normapps.tasks.style_transfer.vgg import ENCODER_STRIDE, VGGEncoder, load_public_encoder
+from normapps.tasks.style_transfer.vgg import (ENCODER_STRIDE, EncoderInfo, VGGEncoder, build_encoder,
+                                               check_pairing, load_public_encoder)
+from normapps.weights import WeightError, get_entry, locate, sha256_of, status
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +88,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if tile and (tile < 64 or tile % ENCODER_STRIDE):  # the Stylizer's rule, checked before loading
         raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {ENCODER_STRIDE} >= 64")
 
-    has_public = cfg.encoder_weights is not None or cfg.decoder_weights is not None
-    if cfg.ckpt_path and has_public:
-        raise ValueError("give either ckpt_path or encoder_weights+decoder_weights, not both")
-    if not cfg.ckpt_path and not (cfg.encoder_weights and cfg.decoder_weights):
-        raise ValueError("weights needed: ckpt_path=<checkpoint of this project> or "
-                         "encoder_weights=<vgg_normalised.pth> decoder_weights=<decoder.pth>")
-    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
-        if cfg[key] and not Path(cfg[key]).is_file():
-            raise FileNotFoundError(f"{key}: no such file {cfg[key]}")
+    plan = plan_weights(cfg)
 
     # Inputs: a single bad file is an error naming it; bad files in folders/globs are skipped.
     content_spec = text_option(cfg, "content")
@@ -115,18 +112,101 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         _side_check(img, f"style={path}", "style_size", sizes["style_size"])
     mask = load_image(mask_path).convert("L") if mask_path is not None else None
     return {"alpha": alpha, "styles": styles, "style_images": style_images, "weights": weights,
-            "contents": contents, "mask": mask, "skipped": skipped}
+            "contents": contents, "mask": mask, "skipped": skipped, "plan": plan}
 
 
-def load_networks(cfg: DictConfig) -> tuple[VGGEncoder, Decoder, bool]:
+@dataclass
+class WeightsPlan:
+    """Which networks infer.py will load, decided (and the files checked) before any work."""
+    kind: str  # checkpoint | decoder_file | public | shipped
+    decoder: Path | None = None
+    encoder: Path | None = None
+    label: str = ""
+
+
+def plan_weights(cfg: DictConfig) -> WeightsPlan:
+    """ckpt_path, or decoder_weights (+ encoder_weights), or the shipped decoder; each file
+    must exist, and a decoder file of this project must pair with the encoder given."""
+    if cfg.ckpt_path and (cfg.encoder_weights or cfg.decoder_weights):
+        raise ValueError("give either ckpt_path or encoder_weights+decoder_weights, not both")
+    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"{key}: no such file {cfg[key]}")
     if cfg.ckpt_path:
-        module = load_module(cfg.ckpt_path, expected_task="style_transfer")
+        return WeightsPlan("checkpoint", decoder=Path(cfg.ckpt_path),
+                           label=f"checkpoint {cfg.ckpt_path}")
+    if cfg.encoder_weights and not cfg.decoder_weights:
+        raise ValueError("encoder_weights needs decoder_weights=<a decoder trained with that "
+                         "encoder> (or give neither to use the shipped decoder)")
+    if cfg.decoder_weights:
+        path = Path(cfg.decoder_weights)
+        payload = safe_load(path)
+        if is_decoder_file(payload):
+            _, needs, _ = load_decoder_file(path, payload)
+            if cfg.encoder_weights:
+                given = public_encoder_info(Path(cfg.encoder_weights))
+                check_pairing(needs, given, what=f"decoder_weights={path}")
+            else:
+                check_encoder_source(needs, what=f"decoder_weights={path}")
+            return WeightsPlan("decoder_file", decoder=path,
+                               encoder=Path(cfg.encoder_weights) if cfg.encoder_weights else None,
+                               label=f"decoder file {path}")
+        if not cfg.encoder_weights:
+            raise ValueError(f"decoder_weights={path} is a plain decoder state dict (e.g. the "
+                             f"public decoder.pth): give its encoder too, encoder_weights=<vgg_normalised.pth>")
+        return WeightsPlan("public", decoder=path, encoder=Path(cfg.encoder_weights),
+                           label=f"public release files {cfg.encoder_weights} + {path}")
+    try:
+        path = locate(SHIPPED_DECODER)
+    except (WeightError, KeyError) as err:
+        raise ValueError(f"weights needed: ckpt_path=<checkpoint of this project>, "
+                         f"decoder_weights=<decoder file>, or the shipped decoder ({err})") from err
+    _, needs, _ = load_decoder_file(path)
+    check_encoder_source(needs, what=f"the shipped decoder {SHIPPED_DECODER}")
+    return WeightsPlan("shipped", decoder=path,
+                       label=f"shipped decoder {SHIPPED_DECODER} ({get_entry(SHIPPED_DECODER).description})")
+
+
+def public_encoder_info(path: Path) -> EncoderInfo:
+    return EncoderInfo(arch="vgg19", source="public", entry="vgg19_normalised",
+                       sha256=sha256_of(path), padding="reflect", actnorm=False)
+
+
+def check_encoder_source(needs: EncoderInfo, *, what: str) -> None:
+    """The encoder a decoder file needs must be on this machine, with the recorded checksum."""
+    if needs.entry is None:
+        return
+    if get_entry(needs.entry).kind == "user":
+        raise ValueError(f"{what} needs the encoder file of {needs.entry}: pass "
+                         f"encoder_weights=<{get_entry(needs.entry).filename}>")
+    ok, where = status(needs.entry)
+    if not ok:
+        raise ValueError(f"{what} needs the encoder {needs.entry}, which is not available: {where}")
+    actual = sha256_of(Path(where))
+    if needs.sha256 and actual != needs.sha256:
+        raise ValueError(f"{what} was trained with {needs.entry} of sha256 {needs.sha256[:12]}, "
+                         f"but {where} has sha256 {actual[:12]}")
+
+
+def load_networks(cfg: DictConfig, plan: WeightsPlan | None = None) -> tuple[VGGEncoder, Decoder, bool]:
+    plan = plan or plan_weights(cfg)
+    if plan.kind == "checkpoint":
+        module = load_module(plan.decoder, expected_task="style_transfer")
         unbiased = bool(module.hparams.get("unbiased", True))
         return module.encoder, module.decoder, unbiased
-    encoder, decoder = VGGEncoder(), Decoder()
-    load_public_encoder(encoder, cfg.encoder_weights)
-    load_public_decoder(decoder, cfg.decoder_weights)
-    return encoder, decoder, True
+    if plan.kind == "public":
+        encoder, decoder = VGGEncoder(), Decoder()
+        load_public_encoder(encoder, plan.encoder)
+        load_public_decoder(decoder, plan.decoder)
+        encoder.info = public_encoder_info(plan.encoder)
+        return encoder, decoder, True
+    decoder, needs, extra = load_decoder_file(plan.decoder)
+    if plan.encoder is not None:
+        encoder, _ = build_encoder(weights="public", path=str(plan.encoder), actnorm=False)
+    else:
+        encoder, _ = build_encoder(info=needs.to_dict(), download=False)
+    check_pairing(needs, encoder.info, what=plan.label)
+    return encoder, decoder, bool(extra.get("unbiased", True))
 
 
 def resize_shorter(img: Image.Image, size: int) -> Image.Image:
@@ -183,8 +263,15 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[str]):
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    from normapps.tasks.style_transfer import cin_infer
+
+    if cfg.method in cin_infer.CIN_METHODS:  # method=cin / arbitrary_cin: their own pipelines
+        return cin_infer.run(cfg, device=device, output_dir=output_dir)
     opts = validate(cfg)
-    encoder, decoder, unbiased = load_networks(cfg)
+    cin_infer.refuse_cin_checkpoint_for_adain(cfg)
+    plan = opts["plan"]
+    log.info("style_transfer weights: %s", plan.label)
+    encoder, decoder, unbiased = load_networks(cfg, plan)
     if cfg.get("unbiased") is not None:
         unbiased = bool(cfg.unbiased)
     stylizer = Stylizer(encoder, decoder, device=device, precision=cfg.precision,
@@ -231,6 +318,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "num_images": n_images,
         "skipped": skipped,
         "method": cfg.method,
+        "weights": plan.label,
+        "encoder": encoder.info.describe() if hasattr(encoder, "info") else None,
         "precision": stylizer.precision_name,
         "int8_calibration_s": calibration_s,
         "seconds": round(seconds, 3),
