@@ -88,6 +88,13 @@ OPEN_TRAIN = {
     ("gan", "metrics.local_steps"): {"out_of_range"},
     ("style_transfer", "model.encoder.weights"): ALL,
     ("style_transfer", "model.encoder.path"): ALL,
+    ("style_transfer", "model.encoder.arch"): ALL,
+    ("style_transfer", "model.encoder.padding"): ALL,
+    ("style_transfer", "model.encoder.actnorm"): ALL,
+    ("style_transfer", "model.encoder.download"): ALL,
+    ("style_transfer", "model.identity_weight"): {"out_of_range"},
+    ("style_transfer", "model.decoder_init"): {"wrong_type"},
+    ("style_transfer", "data.procedural_styles"): {"out_of_range"},
     ("style_transfer", "model.content_weight"): {"out_of_range"},
     ("style_transfer", "model.style_weight"): {"out_of_range"},
     ("style_transfer", "model.eps"): {"out_of_range"},
@@ -174,6 +181,8 @@ INFER_WORK = {
 INFER_WORKS = {
     # Only read by adapt=dsbn (the probes adapt with the default, tent); "-1" is a name or path.
     ("domain_adaptation", "source.dataset"): set(BAD), ("domain_adaptation", "source.root"): set(BAD),
+    # Options of method=cin / arbitrary_cin, checked by that path when used; the probes run adain.
+    ("style_transfer", "style_index"): set(BAD), ("style_transfer", "predict_size"): set(BAD),
     # -1, abc, nan are folder names (created under the working directory).
     ("classification", "output_dir"): {"out_of_range", "wrong_type", "nan"},
 }

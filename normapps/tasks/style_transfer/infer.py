@@ -88,6 +88,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     if tile and (tile < 64 or tile % ENCODER_STRIDE):  # the Stylizer's rule, checked before loading
         raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {ENCODER_STRIDE} >= 64")
 
+    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
+        text_option(cfg, key, allow_none=True)  # an empty value is no file (it was ignored)
     plan = plan_weights(cfg)
 
     # Inputs: a single bad file is an error naming it; bad files in folders/globs are skipped.
