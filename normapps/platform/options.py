@@ -50,7 +50,7 @@ def as_int(key: str, value: Any, *, min: int | None = None, max: int | None = No
         raise OptionError(f"{_show(key, value)}: expected an integer{_range_text(min, max)}"
                           + (" or null" if allow_none else ""))
     if (min is not None and value < min) or (max is not None and value > max):
-        raise OptionError(f"{_show(key, value)}: must be{_range_text(min, max)}")
+        raise OptionError(f"{key} must be{_range_text(min, max)}, got {value!r}")
     return value
 
 
@@ -63,9 +63,9 @@ def as_float(key: str, value: Any, *, min: float | None = None, max: float | Non
                           + (" or null" if allow_none else ""))
     value = float(value)
     if finite and not math.isfinite(value):
-        raise OptionError(f"{_show(key, value)}: must be a finite number")
+        raise OptionError(f"{key} must be a finite number, got {value}")
     if (min is not None and (value < min or (min_open and value == min))) or (max is not None and value > max):
-        raise OptionError(f"{_show(key, value)}: must be{_range_text(min, max, min_open)}")
+        raise OptionError(f"{key} must be{_range_text(min, max, min_open)}, got {value:g}")
     return value
 
 

@@ -56,7 +56,9 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check every option and input file; return the parsed options. Cheap, runs first."""
-    alpha = float_option(cfg, "alpha", min=0.0, max=1.0)
+    alpha = float_option(cfg, "alpha")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
     check_precision(cfg.precision, compile=bool_option(cfg, "compile"))
