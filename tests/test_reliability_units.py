@@ -15,7 +15,8 @@ from normapps.platform import checkpoint as ckpt_mod
 from normapps.platform.callbacks import LastCheckpoint, TrainingInterrupted
 from normapps.platform.checkpoint import atomic_save, partial_path
 from normapps.platform.checkpoint_io import AtomicCheckpointIO
-from normapps.platform.logging import finish_loggers, guard_finalize, log_table
+from normapps.platform.logging import finish_loggers, guard_finalize
+from normapps.platform.summary import log_table
 from tests.reliability_probes import SignalAt
 
 

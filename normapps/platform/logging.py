@@ -33,7 +33,7 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
     return [guard_finalize(instantiate(cfg))]
 
 
-def _warn_logger_failure(logger: Any, what: str, err: BaseException) -> None:
+def warn_logger_failure(logger: Any, what: str, err: BaseException) -> None:
     message = (f"{type(logger).__name__}.{what} failed ({type(err).__name__}: {err}); the run's "
                "checkpoints and summary.json are not affected")
     log.warning(message)
@@ -49,7 +49,7 @@ def guard_finalize(logger: Any) -> Any:
         try:
             original(status)
         except Exception as err:  # noqa: BLE001 - a logger must never end a run
-            _warn_logger_failure(logger, f"finalize({status!r})", err)
+            warn_logger_failure(logger, f"finalize({status!r})", err)
 
     logger.finalize = finalize
     return logger
@@ -68,7 +68,7 @@ def finish_loggers(loggers: Sequence, *, success: bool = True) -> None:
         try:
             lg.finalize("success" if success else "failed")
         except Exception as err:  # noqa: BLE001
-            _warn_logger_failure(lg, "finalize", err)
+            warn_logger_failure(lg, "finalize", err)
     try:
         import wandb
 
@@ -77,35 +77,7 @@ def finish_loggers(loggers: Sequence, *, success: bool = True) -> None:
     except ImportError:  # pragma: no cover - wandb is a dependency
         pass
     except Exception as err:  # noqa: BLE001
-        _warn_logger_failure(wandb, "finish", err)
-
-
-def log_table(loggers: Sequence, key: str, rows: list[dict[str, Any]]) -> None:
-    """Log ``rows`` (dicts; columns in first-seen order) as a W&B table on every W&B logger.
-
-    Columns may mix numbers and text (a mean row labelled "" in a numeric column): W&B is told
-    to allow that. A failure warns; the CSV/Markdown copy from ``summary.write_table`` stays
-    the record of truth.
-    """
-    if not rows:
-        return
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    from pytorch_lightning.loggers import WandbLogger
-
-    for lg in loggers:
-        if not isinstance(lg, WandbLogger):
-            continue
-        try:
-            import wandb
-
-            from normapps.platform.summary import to_number
-
-            data = [[to_number(r.get(c)) for c in columns] for r in rows]
-            lg.experiment.log({key: wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
-        except Exception as err:  # noqa: BLE001
-            _warn_logger_failure(lg, f"table {key!r}", err)
+        warn_logger_failure(wandb, "finish", err)
 
 
 def log_image(module, key: str, image: torch.Tensor, *, caption: str | None = None) -> Path | None:

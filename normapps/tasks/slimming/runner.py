@@ -19,10 +19,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
-from normapps.platform.logging import log_table
 from normapps.platform.options import OptionError, as_bool, as_float, as_int
 from normapps.platform.runner import checkpoint_paths
-from normapps.platform.summary import markdown_table, write_table
+from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.slimming.module import SlimmingModule
 from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
 from normapps.tasks.slimming.report import evaluate_accuracy, model_cost, side_by_side_latency

@@ -22,6 +22,8 @@ from normapps.platform.options import as_float, as_text, bool_option, float_opti
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
 from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
                                                         load_decoder_file)
+from normapps.tasks.style_transfer import network_cache
+from normapps.tasks.style_transfer.network_cache import file_key
 from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
 from normapps.tasks.style_transfer.vgg import (ENCODER_STRIDE, EncoderInfo, VGGEncoder, build_encoder,
                                                check_pairing, load_public_encoder)
@@ -194,6 +196,11 @@ def check_encoder_source(needs: EncoderInfo, *, what: str) -> None:
 
 def load_networks(cfg: DictConfig, plan: WeightsPlan | None = None) -> tuple[VGGEncoder, Decoder, bool]:
     plan = plan or plan_weights(cfg)
+    key = ("adain", plan.kind, file_key(plan.decoder), file_key(plan.encoder))
+    return network_cache.cached(key, lambda: _load_networks(plan))
+
+
+def _load_networks(plan: WeightsPlan) -> tuple[VGGEncoder, Decoder, bool]:
     if plan.kind == "checkpoint":
         module = load_module(plan.decoder, expected_task="style_transfer")
         unbiased = bool(module.hparams.get("unbiased", True))
