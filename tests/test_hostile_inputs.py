@@ -486,6 +486,16 @@ def test_train_option(task, key, kind, train_bases, monkeypatch, tmp_path):
     assert_refused(err, key.split(".")[-1], value)
 
 
+def test_a_swept_key_takes_a_list_each_value_checked(train_bases, monkeypatch):
+    """domain adaptation trains one source model per model.norm value (task.sweeps)."""
+    err = probe_train(override(train_bases["domain_adaptation"], "model.norm", "[batch,group]"), monkeypatch)
+    assert isinstance(err, ReachedWork), err
+    err = probe_train(override(train_bases["domain_adaptation"], "model.norm", "[batch,abc]"), monkeypatch)
+    assert_refused(err, "model.norm", "abc")
+    err = probe_train(override(train_bases["classification"], "model.norm", "[batch,group]"), monkeypatch)
+    assert_refused(err, "model.norm", "group")  # not a sweep there
+
+
 # --- files ------------------------------------------------------------------------------------
 TRAIN_FILE_OPTIONS = [("classification", "ckpt_path"), ("quantization", "source_ckpt"),
                       ("domain_adaptation", "source_ckpt")]

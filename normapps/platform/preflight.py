@@ -7,7 +7,8 @@ and ``test_ckpt`` have their types; every key given to a ``_target_`` (``model.*
 (a string where a number is expected, NaN, an empty value, a choice outside a ``Literal``), so
 ``model.lr=abc`` fails here naming ``model.lr`` instead of inside torch.optim; learning rates
 must be positive, batch sizes at least 1. A task can add its own checks with
-``task.validate: <dotted path of fn(cfg)>``.
+``task.validate: <dotted path of fn(cfg)>``, and name in ``task.sweeps`` the keys its runner
+expands from a list into one model per value (each value is then checked).
 """
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ def preflight(cfg: DictConfig) -> None:
     seed_option(plain)
     as_bool("test", plain.get("test", True))
     as_choice("test_ckpt", plain.get("test_ckpt", "best"), ("best", "last"))
+    sweeps = set(plain.task.get("sweeps") or []) if plain.get("task") is not None else set()
     for group in ("model", "data", "trainer"):
         node = plain.get(group)
         if isinstance(node, DictConfig):
-            check_target_args(node, group, source=cfg.get(group))
+            check_target_args(node, group, source=cfg.get(group), sweeps=sweeps)
     check_trainer(plain)
     check_callbacks(plain)
     validate = plain.task.get("validate") if plain.get("task") is not None else None
@@ -129,26 +131,38 @@ def _target_signature(target: str):
         return None, {}
 
 
-def check_target_args(node: DictConfig, prefix: str, *, source: DictConfig | None = None) -> None:
+def check_target_args(node: DictConfig, prefix: str, *, source: DictConfig | None = None,
+                      sweeps: set[str] = frozenset()) -> None:
     """Check every key of a ``_target_`` config against the target's parameter types, then the
     target's own ``check_args`` (ranges, choices) when it has one. ``source``: the same node
-    before interpolations were resolved, to name where a bad value came from."""
+    before interpolations were resolved, to name where a bad value came from. ``sweeps``: keys
+    (``model.norm``) the task's runner expands from a list into one model per value; each value
+    of such a list is checked."""
     signature, hints = _target_signature(node._target_)
     if signature is None:
         return
     args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
             if k not in _HYDRA_KEYS and k in signature.parameters}
+    variants = [args]
     for key, value in args.items():
         if key not in hints:
             continue
         name = f"{prefix}.{key}"
         origin = _interpolation(source, key) if isinstance(source, DictConfig) else ""
-        if not matches(value, hints[key]):
-            raise OptionError(f"{name}={value!r}{origin}: expected {describe(hints[key])}")
-        _check_range(name, key, value, origin)
+        swept = name in sweeps and isinstance(value, list)
+        if swept and not value:
+            raise OptionError(f"{name}=[]{origin}: expected {describe(hints[key])} or a list of them")
+        for one in (value if swept else [value]):
+            if not matches(one, hints[key]):
+                raise OptionError(f"{name}={value!r}{origin}: expected {describe(hints[key])}"
+                                  + (" or a list of them" if name in sweeps else ""))
+            _check_range(name, key, one, origin)
+        if swept:
+            variants = [{**v, key: one} for v in variants for one in value]
     check_args = getattr(import_object(node._target_), "check_args", None)
     if callable(check_args):
-        check_args(args, prefix=prefix)
+        for variant in variants:
+            check_args(variant, prefix=prefix)
 
 
 def _interpolation(node: DictConfig, key: str) -> str:
