@@ -9,9 +9,15 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from normapps.platform.checkpoint import load_module
+from normapps.platform.options import int_option
 
 
 def _validate(cfg: DictConfig) -> None:
+    # Counts that must be positive; checked here, since 0 crashed make_grid / range() after every
+    # sample was generated (issue 12 item 9). Types are checked by the platform's run_infer.
+    for key in ("grid_nrow", "interpolate_rows", "batch_size"):
+        int_option(cfg, key, min=1)
+    int_option(cfg, "label", min=0, allow_none=True)
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path=<checkpoint of a task=gan run> is required")
     if int(cfg.num_samples) < 1:

@@ -7,11 +7,12 @@ import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import CheckpointError, load_module, safe_load
 from normapps.platform.context import RunContext
+from normapps.platform.options import as_bool, as_float, as_int, as_text
 from normapps.platform.profiling import state_dict_bytes
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 from normapps.platform.summary import metrics_to_floats, write_table
@@ -26,22 +27,47 @@ MODES = ("ptq", "qat", "dfq", "zeroq")
 
 
 def validate(cfg: DictConfig) -> None:
+    """Every mode/quant.* option, before any work (train.py's preflight calls it as
+    ``task.validate``; errors name the key)."""
     mode, q = cfg.get("mode"), cfg.quant
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if q.backend not in ptq.BACKENDS:
         raise ValueError(f"quant.backend must be one of {', '.join(ptq.BACKENDS)}, got {q.backend!r}")
+    as_bool("quant.per_channel", q.get("per_channel", True))
     if q.backend == "pt2e" and mode != "ptq":
         raise ValueError(f"quant.backend=pt2e is for mode=ptq; mode={mode} uses the fx backend")
     if q.backend == "pt2e" and not q.per_channel:
         raise ValueError("quant.backend=pt2e quantizes weights per channel only; use quant.backend=fx "
                          "with quant.per_channel=false")
-    if q.calib_batches < 1:
-        raise ValueError(f"quant.calib_batches must be >= 1, got {q.calib_batches}")
-    if cfg.get("source_ckpt"):
-        safe_load(cfg.source_ckpt)
+    # Each key is checked where the config has it (the task config declares them all).
+    checks = {
+        **{k: dict(kind="bool") for k in ("compile", "recalibrate_bn", "equalize", "bias_correction")},
+        **{k: dict(kind="int", min=1) for k in ("calib_batches", "bn_recalib_batches", "cle_iterations",
+                                                "latency_repeats")},
+        **{k: dict(kind="int", min=0) for k in ("qat_epochs", "freeze_bn_epoch", "freeze_observer_epoch")},
+        "qat_lr": dict(kind="lr"),
+        **{f"zeroq.{k}": dict(kind="int", min=1) for k in ("num_samples", "batch_size", "steps")},
+        "zeroq.lr": dict(kind="lr"),
+    }
+    for key, check in checks.items():
+        value = OmegaConf.select(q, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        name = f"quant.{key}"
+        if check["kind"] == "bool":
+            as_bool(name, value)
+        elif check["kind"] == "int":
+            as_int(name, value, min=check["min"])
+        else:
+            as_float(name, value, min=0.0, min_open=True)
+    if cfg.get("source_ckpt") is not None:
+        safe_load(as_text("source_ckpt", cfg.source_ckpt))
     if cfg.model.get("norm", "batch") != "batch":
         raise ValueError("task=quantization folds BatchNorm into convs: model.norm must be batch")
+
+
+_ABSENT = object()
 
 
 def float_module(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dict[str, Any]]:

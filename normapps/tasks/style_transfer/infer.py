@@ -18,13 +18,14 @@ from PIL import Image
 
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module, safe_load
+from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
 from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
                                                         load_decoder_file)
 from normapps.tasks.style_transfer import network_cache
 from normapps.tasks.style_transfer.network_cache import file_key
 from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
-from normapps.tasks.style_transfer.vgg import (EncoderInfo, VGGEncoder, build_encoder,
+from normapps.tasks.style_transfer.vgg import (ENCODER_STRIDE, EncoderInfo, VGGEncoder, build_encoder,
                                                check_pairing, load_public_encoder)
 from normapps.weights import WeightError, get_entry, locate, sha256_of, status
 
@@ -39,47 +40,83 @@ def _as_list(value) -> list:
     return [value]
 
 
+# The encoder halves the image three times before relu4_1 and reflection-pads every level: a
+# shorter side under this fails inside torch's padding.
+MIN_SIDE = 16
+
+
+def _side_check(img: Image.Image, name: str, size_key: str, size: int) -> None:
+    if size == 0 and min(img.size) < MIN_SIDE:
+        raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px: at its original size ({size_key}=0) "
+                         f"the shorter side must be >= {MIN_SIDE}; pass {size_key}=N (N >= {MIN_SIDE})")
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        return img.size
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check every option and input file; return the parsed options. Cheap, runs first."""
-    alpha = float(cfg.alpha)
+    alpha = float_option(cfg, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
-    check_precision(cfg.precision, compile=bool(cfg.get("compile", False)))
-    styles = [str(s) for s in _as_list(cfg.style)]
+    check_precision(cfg.precision, compile=bool_option(cfg, "compile"))
+    for key in ("preserve_color", "channels_last"):
+        bool_option(cfg, key)
+    bool_option(cfg, "unbiased", allow_none=True)
+    styles = [as_text("style", s) for s in _as_list(cfg.style)]
     if not styles:
         raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")
-    weights = [float(w) for w in _as_list(cfg.style_weights)] or None
+    weights = [as_float(f"style_weights[{i}]", w, min=0.0)
+               for i, w in enumerate(_as_list(cfg.style_weights))] or None
     if weights is not None:
         if len(weights) != len(styles):
             raise ValueError(f"style_weights has {len(weights)} values for {len(styles)} styles")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
+        if sum(weights) <= 0:
             raise ValueError(f"style_weights={weights}: need non-negative values with a positive sum")
-    if cfg.mask is not None:
+    mask_path = text_option(cfg, "mask", allow_none=True)
+    if mask_path is not None:
         if len(styles) != 2:
             raise ValueError(f"mask needs exactly two styles (style=[a,b]), got {len(styles)}")
         if weights is not None:
             raise ValueError("style_weights cannot be combined with mask (the mask decides the mix)")
-    for key in ("content_size", "style_size", "batch_size"):
-        if int(cfg[key]) < (1 if key == "batch_size" else 0):
-            raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
+    sizes = {key: int_option(cfg, key, min=0) for key in ("content_size", "style_size")}
+    for key, size in sizes.items():
+        if 0 < size < MIN_SIDE:
+            raise ValueError(f"{key}={size}: must be 0 (original size) or >= {MIN_SIDE}")
+    int_option(cfg, "batch_size", min=1)
+    tile = int_option(cfg, "tile_size", min=0)
+    if tile and (tile < 64 or tile % ENCODER_STRIDE):  # the Stylizer's rule, checked before loading
+        raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {ENCODER_STRIDE} >= 64")
 
+    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
+        text_option(cfg, key, allow_none=True)  # an empty value is no file (it was ignored)
     plan = plan_weights(cfg)
 
     # Inputs: a single bad file is an error naming it; bad files in folders/globs are skipped.
-    content_spec = str(cfg.content)
+    content_spec = text_option(cfg, "content")
     contents = list_images(content_spec)
     skipped: list[str] = []
     if Path(content_spec).is_file():
-        load_image(contents[0])
+        _side_check(load_image(contents[0]), f"content={contents[0]}", "content_size", sizes["content_size"])
     else:
         found, contents = contents, readable_images(contents)
         skipped = [str(p) for p in found if p not in set(contents)]
+        if sizes["content_size"] == 0:  # too small to encode at their original size: skipped
+            small = [p for p in contents if min(_header_size(p)) < MIN_SIDE]
+            for p in small:
+                warnings.warn(f"skipping {p}: shorter side under {MIN_SIDE} px at content_size=0")
+            skipped += [str(p) for p in small]
+            contents = [p for p in contents if p not in set(small)]
         if not contents:
             raise ValueError(f"content={content_spec}: no readable images")
     style_images = [load_image(s) for s in styles]
-    mask = load_image(cfg.mask).convert("L") if cfg.mask is not None else None
+    for path, img in zip(styles, style_images):
+        _side_check(img, f"style={path}", "style_size", sizes["style_size"])
+    mask = load_image(mask_path).convert("L") if mask_path is not None else None
     return {"alpha": alpha, "styles": styles, "style_images": style_images, "weights": weights,
             "contents": contents, "mask": mask, "skipped": skipped, "plan": plan}
 
