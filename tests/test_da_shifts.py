@@ -51,7 +51,11 @@ def test_target_rows(digits):
                               "shift": ["inverted"], "seed": 0})
     targets = build_targets(spec, x, y)
     assert [t.name for t in targets] == ["contrast-1", "contrast-5", "fog-1", "fog-5", "inverted"]
-    assert targets[0].row() == {"target": "contrast-1", "corruption": "contrast", "severity": 1, "shift": ""}
+    t = targets[0]
+    assert (t.corruption, t.severity, t.shift) == ("contrast", 1, None)
+    assert targets[-1].shift == "inverted" and targets[-1].severity is None
+    few = build_targets(parse_target_spec({"corruption": "fog", "n_examples": 7}), x, y)
+    assert len(few[0].labels) == 7 and torch.equal(few[0].labels, y[:7])
     assert all(torch.equal(t.labels, y) for t in targets)
     with pytest.raises(ValueError, match="no target"):
         parse_target_spec({"corruption": None, "shift": None})

@@ -60,3 +60,27 @@ def test_sample_grid_puts_each_runs_last_grid_in_its_norm_row_and_seed_column(st
     assert grid.getpixel((10, 14 + 10)) == (0, 0, 255)
     assert grid.getpixel((30, 34 + 14 + 10)) == (255, 0, 0)
     assert grid.getpixel((30, 14 + 10)) == (255, 255, 255)  # no run for (none, 42)
+
+
+def test_plot_writes_one_point_per_seed_per_norm(study, tmp_path, monkeypatch):
+    """--plot: the figure has one scatter point per run, grouped by D norm, ordered by mean."""
+    import normapps.platform.plots as plots
+
+    _job(tmp_path / "a", "0", "spectral", 42, 100.0)
+    _job(tmp_path / "a", "1", "spectral", 1, 140.0)
+    _job(tmp_path / "a", "2", "none", 42, 2000.0)
+    seen = {}
+    real_save = plots.save_figure
+
+    def spy(fig, output_dir, name, **kw):
+        seen["fig"] = fig
+        return real_save(fig, output_dir, name, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", spy)
+    out = study.plot(study.collect(tmp_path / "a"), tmp_path / "study.png")
+    assert out == tmp_path / "study.png" and out.stat().st_size > 0
+    ax = seen["fig"].axes[0]
+    points = [tuple(map(tuple, c.get_offsets())) for c in ax.collections]
+    assert [len(p) for p in points] == [2, 1]  # spectral (mean 120) first, then none
+    assert sorted(y for _, y in points[0]) == [100.0, 140.0] and points[1][0][1] == 2000.0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["d_norm=spectral", "d_norm=none"]

@@ -125,3 +125,33 @@ def test_pruned_network_roundtrips_through_the_int8_file(tmp_path):
                           recipe={"backend": "fx", "per_channel": True}, image_size=16)
     loaded, meta = load_quantized(path)
     torch.testing.assert_close(loaded(x), int8(x))
+
+
+def test_an_int8_file_cannot_make_the_loader_build_wider_layers(tmp_path):
+    """layer_shapes come from the file: pruning only shrinks layers, so a recorded size above the
+    architecture's (a memory bomb) or of another rank is refused naming the file."""
+    from normapps.platform.checkpoint import CheckpointError
+
+    arch = {"arch": "small_cnn", "num_classes": 10, "in_channels": 3}
+    net = build_classifier("small_cnn", num_classes=10, in_channels=3)
+    name = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    for bad in ([10**6, 3, 3, 3], [4, 3], [0, 3, 3, 3]):
+        path = save_quantized(tmp_path / "q.pt", state_dict={}, arch=arch, layer_shapes={name: bad},
+                              recipe={"backend": "fx", "per_channel": True}, image_size=16)
+        with pytest.raises(CheckpointError, match=f"q.pt.*{name}"):
+            load_quantized(path)
+
+
+def test_report_figure_has_a_bar_per_model_for_accuracy_and_each_batch_size():
+    from normapps.tasks.quantization.plot import report_figure
+
+    rows = [{"model": "fp32", "accuracy": 0.98, "latency_ms_bs1": 2.0, "latency_ms_bs64": 40.0},
+            {"model": "int8 (ptq, fx)", "accuracy": 0.97, "latency_ms_bs1": 1.0, "latency_ms_bs64": 10.0}]
+    fig = report_figure(rows)
+    acc, bs1, bs64 = fig.axes
+    assert [t.get_text() for t in acc.get_yticklabels()] == ["fp32", "int8 (ptq, fx)"]
+    assert sorted(p.get_width() for p in acc.patches) == [97.0, 98.0]
+    assert sorted(p.get_width() for p in bs64.patches) == [10.0, 40.0]
+    assert "batch 1" in bs1.get_xlabel() and "batch 64" in bs64.get_xlabel()
+    colors = {p.get_facecolor() for p in acc.patches}
+    assert len(colors) == 2  # float and int8 told apart

@@ -29,6 +29,10 @@ def test_prune_then_quantize_end_to_end(tmp_path):
     for r in table:
         assert r["latency_ms_bs1"] > 0 and r["latency_ms_bs64"] > 0 and 0 <= r["accuracy"] <= 1
     assert (run / "prune_quant_report.md").read_text().startswith("| model |")
+    # The figures beside the tables: accuracy and latency, float and int8 side by side.
+    assert summary["prune_quant"]["figure"] == str(run / "prune_quant_report.png")
+    assert (run / "prune_quant_report.png").stat().st_size > 10_000
+    assert (run / "quantization_report.png").stat().st_size > 10_000
     assert summary["float_checkpoint"] == slim["stage_checkpoints"]["trained"]["best_checkpoint"]
     assert "prune_quant/speedup_bs64" in summary["metrics"]
     if onnx:

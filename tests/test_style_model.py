@@ -263,9 +263,13 @@ def test_int8_is_cpu_only_and_not_compiled(nets):
 
 # --- encoder weight sources -------------------------------------------------------------------
 def test_encoder_auto_falls_back_to_random_with_a_warning(tmp_path, monkeypatch):
+    from normapps.tasks.style_transfer import vgg
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(vgg, "_packaged_present", lambda: False)  # no offline-weights wheel
     with pytest.warns(UserWarning, match="RANDOMLY initialized"):
-        enc, source = build_encoder(weights="auto", path=str(tmp_path / "missing.pth"))
+        enc, source = build_encoder(weights="auto", path=str(tmp_path / "missing.pth"),
+                                    download=False)
     assert source == "random"
     assert all(not p.requires_grad for p in enc.parameters())
 
@@ -280,13 +284,12 @@ def test_encoder_auto_prefers_the_public_file(tmp_path):
     torch.testing.assert_close(enc.stem.weight, vgg[0].weight)
 
 
-def test_imagenet_offline_error_says_how_to_get_the_weights(monkeypatch):
-    import torchvision.models
-
-    def offline(**kw):
+def test_imagenet_offline_error_says_how_to_get_the_weights(tmp_path, monkeypatch):
+    def offline(*a, **kw):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(torchvision.models, "vgg19", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError, match="torch hub cache|vgg19-dcbb9e9d.pth"):
         build_encoder(weights="imagenet")
 

@@ -26,6 +26,8 @@ def skimage_image(name: str) -> Image.Image:
     """One scikit-image sample image as RGB PIL (greyscale ones replicated)."""
     import skimage.data
 
+    if name in EXTRA_PHOTOS:
+        return bundled_image(name)
     if not hasattr(skimage.data, name):
         raise ValueError(f"unknown scikit-image sample {name!r}")
     arr = np.asarray(getattr(skimage.data, name)())
@@ -34,6 +36,27 @@ def skimage_image(name: str) -> Image.Image:
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
     return Image.fromarray(arr[..., :3]).convert("RGB")
+
+
+# Photos bundled with scikit-learn (load_sample_images) and scikit-image's stereo pair.
+SKLEARN_PHOTOS = ("china", "flower")
+EXTRA_PHOTOS = SKLEARN_PHOTOS + ("motorcycle",)
+
+
+def bundled_image(name: str) -> Image.Image:
+    """Any bundled picture by name: a scikit-image sample, ``motorcycle`` (the left view of
+    scikit-image's stereo pair) or scikit-learn's ``china`` / ``flower`` photos, as RGB."""
+    if name == "motorcycle":
+        import skimage.data
+
+        return Image.fromarray(np.asarray(skimage.data.stereo_motorcycle()[0])).convert("RGB")
+    if name in SKLEARN_PHOTOS:
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(f"{name}.jpg")).convert("RGB")
+    if name not in EXTRA_PHOTOS:
+        return skimage_image(name)
+    raise AssertionError(name)  # pragma: no cover
 
 
 @lru_cache(maxsize=1)

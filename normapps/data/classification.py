@@ -6,6 +6,7 @@ shifts (domain adaptation) are applied on top of these, so no input normalizatio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.bundled import load_digits_tensors
 from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
+from normapps.platform.options import OptionError, as_choice, as_float, as_int
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "usps": 10, "svhn": 10, "cifar10": 10}
 TORCHVISION_SETS = ("mnist", "usps", "svhn", "cifar10")
@@ -100,10 +102,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in NUM_CLASSES:
-            raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(NUM_CLASSES)}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.check_args(dict(dataset=dataset, image_size=image_size, channels=channels,
+                             batch_size=batch_size, eval_batch_size=eval_batch_size,
+                             num_workers=num_workers, val_fraction=val_fraction,
+                             test_fraction=test_fraction, seed=seed, num_classes=num_classes))
         self.dataset_name = dataset
         self.root, self.download = root, download
         self.image_size, self.channels = image_size, channels
@@ -113,6 +115,29 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_classes = num_classes or NUM_CLASSES[dataset]
         self.train_set: Dataset | None = None
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any], *, prefix: str = "data") -> None:
+        """Ranges and choices of the options in ``args`` (any subset), named ``<prefix>.<key>``."""
+        checks = {
+            "dataset": lambda k, v: as_choice(k, v, tuple(NUM_CLASSES)),
+            "image_size": lambda k, v: as_int(k, v, min=1),
+            "channels": lambda k, v: as_choice(k, v, (1, 3)),
+            "batch_size": lambda k, v: as_int(k, v, min=1),
+            "eval_batch_size": lambda k, v: as_int(k, v, min=1),
+            "num_workers": lambda k, v: as_int(k, v, min=0),
+            "val_fraction": lambda k, v: as_float(k, v, min=0.0, max=0.9),
+            "test_fraction": lambda k, v: as_float(k, v, min=0.0, max=0.9),
+            "seed": lambda k, v: as_int(k, v, min=0, max=2**32 - 1),
+            "num_classes": lambda k, v: as_int(k, v, min=2, allow_none=True),
+        }
+        for key, value in args.items():
+            if key in checks:
+                checks[key](f"{prefix}.{key}", value)
+        fractions = [args.get("val_fraction", 0.15), args.get("test_fraction", 0.15)]
+        if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 0.9:
+            raise OptionError(f"{prefix}.val_fraction + {prefix}.test_fraction = {sum(fractions):g}: "
+                              "must leave at least 10% of the data for training")
 
     @property
     def in_channels(self) -> int:

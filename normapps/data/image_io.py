@@ -107,6 +107,24 @@ def readable_images(paths: Iterable[Path]) -> list[Path]:
     return kept
 
 
+def check_image_input(spec: str | Path, *, option: str) -> list[Path]:
+    """Early check of an image option (a file, a folder or a glob): the images it names, or an
+    error naming ``option``. A single file must be readable; folders keep skipping bad files."""
+    if str(spec).strip() == "":
+        raise ValueError(f"{option}=: expected an image file, folder or glob")
+    try:
+        paths = list_images(spec)
+        if Path(str(spec)).expanduser().is_file():
+            load_image(paths[0])
+        elif not readable_images(paths):
+            raise ValueError(f"no readable images in {spec}")
+    except ImageReadError as err:
+        raise ImageReadError(f"{option}: {err}") from None
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"{option}: {err}") from None
+    return paths
+
+
 class ImageFolderDataset(Dataset):
     """Images under one or more folders/globs, recursively; bad files skipped with a warning.
 

@@ -47,11 +47,19 @@ def resize_to_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Modul
         raise ValueError(f"layer shapes name layers the network does not have: {sorted(unknown)[:5]}")
     current = layer_shapes(model)
     for name, shape in shapes.items():
-        if current.get(name) == list(shape):
-            continue
         m = modules[name]
-        if not isinstance(m, _RESIZABLE):
+        if not isinstance(m, _RESIZABLE) or name not in current:
             raise ValueError(f"cannot resize {name} ({type(m).__name__})")
+        # Pruning only removes channels: a recorded shape has the layer's rank and no dimension
+        # above the original's (a file cannot make the loader allocate an arbitrary network).
+        full = current[name]
+        if (not isinstance(shape, (list, tuple)) or len(shape) != len(full)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= f
+                           for d, f in zip(shape, full))):
+            raise ValueError(f"layer shape of {name} is {shape!r}; the network's {full} allows only "
+                             "positive sizes no larger than that")
+        if full == list(shape):
+            continue
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, _resized(m, list(shape)))
     return model

@@ -6,11 +6,19 @@ modules, the rest are small modules reusing :mod:`.recovery`.
 
 from .analysis import ScaleInvarianceMonitor, scale_invariant_layers, snd
 from .bn_tools import bn_modules, fold_bn, freeze_bn, recalibrate_bn, unfreeze_bn
-from .conditional import ConditionalBatchNorm, ConditionalInstanceNorm, SelfModulatedBatchNorm
+from .conditional import (
+    ConditionalBatchNorm, ConditionalInstanceNorm, SelfModulatedBatchNorm,
+    conditional_instance_norm, instance_moments,
+)
 from .domain import DomainBatchNorm, convert_to_domain_bn, domain_context, set_domain
 from .factory import NORM_REGISTRY, NormSpec, build_norm, describe_norms, norm_kinds
 from .recovery import ChannelAffine, ConditionalAffine, modulate
-from .test_time import use_batch_stats, use_running_stats, uses_batch_stats
+from .test_time import use_batch_stats, use_prior_stats, use_running_stats, uses_batch_stats, uses_prior_stats
+from .adaptation import (
+    ADAPTABLE_NORM_KINDS, SAM, StateSnapshot, configure_norm_adaptation, entropy_margin,
+    entropy_weights, fisher_diagonal, fisher_penalty, norm_affine_params, norm_layer_kind,
+    redundancy_mask, reliable_mask, softmax_entropy, update_mean_probs,
+)
 from .style import adain, adain_from_stats, calc_mean_std, wct
 from .weight import apply_spectral_norm, apply_weight_norm, spectral_norm_estimates
 from .whitening import BatchWhitening, IterNorm
@@ -20,10 +28,14 @@ __all__ = [
     "ChannelAffine", "ConditionalAffine", "modulate",
     "BatchWhitening", "IterNorm",
     "ConditionalBatchNorm", "ConditionalInstanceNorm", "SelfModulatedBatchNorm",
+    "conditional_instance_norm", "instance_moments",
     "DomainBatchNorm", "set_domain", "domain_context", "convert_to_domain_bn",
     "calc_mean_std", "adain", "adain_from_stats", "wct",
     "apply_spectral_norm", "apply_weight_norm", "spectral_norm_estimates",
     "bn_modules", "recalibrate_bn", "fold_bn", "freeze_bn", "unfreeze_bn",
-    "use_batch_stats", "use_running_stats", "uses_batch_stats",
+    "use_batch_stats", "use_running_stats", "uses_batch_stats", "use_prior_stats", "uses_prior_stats",
+    "ADAPTABLE_NORM_KINDS", "norm_layer_kind", "norm_affine_params", "configure_norm_adaptation",
+    "softmax_entropy", "entropy_margin", "reliable_mask", "redundancy_mask", "update_mean_probs",
+    "entropy_weights", "fisher_diagonal", "fisher_penalty", "SAM", "StateSnapshot",
     "snd", "ScaleInvarianceMonitor", "scale_invariant_layers",
 ]

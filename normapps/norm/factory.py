@@ -111,7 +111,7 @@ NORM_REGISTRY: dict[str, NormSpec] = {
     "batch_whiten": NormSpec("per channel group over (N, H, W)", "ZCA whitening (eigh)", "per-channel affine", _whiten(BatchWhitening)),
     "iter_norm": NormSpec("per channel group over (N, H, W)", "whitening by Newton iterations", "per-channel affine", _whiten(IterNorm)),
     "cond_batch": NormSpec("per channel over (N, H, W)", "standardize", "class-conditional affine", _with_dim(ConditionalBatchNorm)),
-    "cond_instance": NormSpec("per sample and channel over (H, W)", "standardize", "style-conditional affine (mixable)", _cond_instance),
+    "cond_instance": NormSpec("per sample and channel over (H, W)", "standardize", "style-conditional affine (mixable) or given per sample", _cond_instance),
     "self_mod": NormSpec("per channel over (N, H, W)", "standardize", "affine from latent z via MLP", _with_dim(SelfModulatedBatchNorm)),
     "domain_batch": NormSpec("per domain and channel over (N_d, H, W)", "standardize", "per-domain per-channel affine", _with_dim(DomainBatchNorm)),
 }

@@ -7,12 +7,30 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from normapps.platform.checkpoint_io import AtomicCheckpointIO
 from normapps.platform.logging import build_loggers, log_hyperparams
+from normapps.platform.options import OptionError
 
 log = logging.getLogger(__name__)
+
+
+def build(group: str, cfg: Any, **kwargs: Any) -> Any:
+    """``instantiate`` whose bad-configuration errors read as the class's own, prefixed with the
+    config group, instead of Hydra's InstantiationException wrapper."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, OptionError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            raise OptionError(f"{group}: {cause}") from None
+        raise
 
 
 @dataclass
@@ -30,12 +48,11 @@ class RunContext:
         return cls(cfg=cfg, output_dir=output_dir, loggers=loggers)
 
     def build_datamodule(self, data_cfg: DictConfig | None = None) -> pl.LightningDataModule:
-        return instantiate(data_cfg if data_cfg is not None else self.cfg.data, _convert_="all")
+        return build("data", data_cfg if data_cfg is not None else self.cfg.data, _convert_="all")
 
     def build_module(self, model_cfg: DictConfig | None = None, **kwargs: Any) -> pl.LightningModule:
-        return instantiate(
-            model_cfg if model_cfg is not None else self.cfg.model, _convert_="all", **kwargs
-        )
+        return build("model", model_cfg if model_cfg is not None else self.cfg.model,
+                     _convert_="all", **kwargs)
 
     def build_callbacks(self, *, checkpoint_dir: Path | None = None) -> list[pl.Callback]:
         callbacks = []
@@ -67,7 +84,12 @@ class RunContext:
         if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
             log.warning("SyncBatchNorm does not run on CPU in PyTorch; sync_batchnorm disabled")
             trainer_cfg["sync_batchnorm"] = False
-        return instantiate(trainer_cfg, callbacks=callbacks, logger=self.loggers or False)
+        plugins = trainer_cfg.pop("plugins", None)
+        if plugins is None:
+            # Checkpoint temporaries next to the checkpoint, never in $TMPDIR.
+            plugins = [AtomicCheckpointIO()]
+        return build("trainer", trainer_cfg, callbacks=callbacks, logger=self.loggers or False,
+                     plugins=plugins)
 
     def checkpoint_callback(self, trainer: pl.Trainer):
         return trainer.checkpoint_callback

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list:
-    """Instantiate the configured logger; W&B honours WANDB_MODE over the config's ``offline``."""
+    """Instantiate the configured logger; W&B honours WANDB_MODE over the config's ``offline``.
+
+    The logger's ``finalize`` (which Lightning calls at the end of every fit and test) is
+    guarded: a logger failing there warns instead of ending the run before its summary.
+    """
     if logger_cfg is None or logger_cfg.get("_target_") in (None, "null"):
         return []
     cfg = OmegaConf.to_container(logger_cfg, resolve=True)
@@ -25,7 +30,29 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
         elif mode in ("offline", "dryrun", "disabled"):
             cfg["offline"] = True
         Path(cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
-    return [instantiate(cfg)]
+    return [guard_finalize(instantiate(cfg))]
+
+
+def warn_logger_failure(logger: Any, what: str, err: BaseException) -> None:
+    message = (f"{type(logger).__name__}.{what} failed ({type(err).__name__}: {err}); the run's "
+               "checkpoints and summary.json are not affected")
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def guard_finalize(logger: Any) -> Any:
+    """Make ``logger.finalize`` warn instead of raise (patched on the instance, so the logger
+    keeps its class for Lightning's and W&B's isinstance checks)."""
+    original = logger.finalize
+
+    def finalize(status: str) -> None:
+        try:
+            original(status)
+        except Exception as err:  # noqa: BLE001 - a logger must never end a run
+            warn_logger_failure(logger, f"finalize({status!r})", err)
+
+    logger.finalize = finalize
+    return logger
 
 
 def log_hyperparams(loggers: Sequence, cfg: DictConfig) -> None:
@@ -34,17 +61,23 @@ def log_hyperparams(loggers: Sequence, cfg: DictConfig) -> None:
         lg.log_hyperparams(params)
 
 
-def finish_loggers(loggers: Sequence) -> None:
-    """Close every logger; finishing W&B keeps multirun jobs from sharing one run."""
+def finish_loggers(loggers: Sequence, *, success: bool = True) -> None:
+    """Close every logger; finishing W&B keeps multirun jobs from sharing one run. Never raises:
+    a failure here is warned about, since the run's results are already on disk."""
     for lg in loggers:
-        lg.finalize("success")
+        try:
+            lg.finalize("success" if success else "failed")
+        except Exception as err:  # noqa: BLE001
+            warn_logger_failure(lg, "finalize", err)
     try:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=0 if success else 1)
     except ImportError:  # pragma: no cover - wandb is a dependency
         pass
+    except Exception as err:  # noqa: BLE001
+        warn_logger_failure(wandb, "finish", err)
 
 
 def log_image(module, key: str, image: torch.Tensor, *, caption: str | None = None) -> Path | None:

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from normapps.platform.checkpoint import META_KEY
+from normapps.platform.registry import dotted_name, entry_for_class
 
 
 def _rng_state() -> dict[str, Any]:
@@ -47,11 +48,38 @@ class NormappsModule(pl.LightningModule):
 
     task_name: str = ""
 
+    # What load_module found in the checkpoint this module was rebuilt from (task, module,
+    # network, data); empty for a module built from a config.
+    checkpoint_info: dict[str, Any] = {}
+
+    def on_fit_start(self) -> None:
+        entry_for_class(type(self))  # an unregistered class could never be loaded back: fail now
+
+    def data_info(self) -> dict[str, int]:
+        """The input this module was trained on (image size, channels), for loaders' defaults:
+        an explicit ``image_size`` attribute, else the attached trainer's datamodule."""
+        trainer = getattr(self, "_trainer", None)
+        sources = [self, getattr(trainer, "datamodule", None)]
+        info: dict[str, int] = {}
+        for key in ("image_size", "channels"):
+            for source in sources:
+                value = getattr(source, key, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    info[key] = value
+                    break
+        return info
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
+        entry = entry_for_class(cls)
         checkpoint[META_KEY] = {
-            "module_class": f"{cls.__module__}.{cls.__qualname__}",
+            # The registry entry the loader rebuilds from (never an import path from the file).
+            "module": entry.name,
+            "network": entry.network,
             "task": self.task_name,
+            # Kept so that older normapps versions, which import this path, still read new files.
+            "module_class": dotted_name(cls),
+            "data": self.data_info(),
             "rng": _rng_state(),
         }
 

@@ -7,6 +7,16 @@ def linear_scaled_lr(base_lr: float, batch_size: int, base_batch_size: int) -> f
     return float(base_lr) * int(batch_size) / int(base_batch_size)
 
 
+def auto_precision(accelerator: str = "cpu") -> str:
+    """``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware has native
+    bf16, else 32-true (normapps.platform.hardware.training_precision)."""
+    from normapps.platform.hardware import training_precision
+
+    return training_precision(accelerator)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("linear_lr"):
         OmegaConf.register_new_resolver("linear_lr", linear_scaled_lr)
+    if not OmegaConf.has_resolver("auto_precision"):
+        OmegaConf.register_new_resolver("auto_precision", auto_precision)

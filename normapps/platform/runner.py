@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from normapps.platform.checkpoint import import_object, safe_load
+from normapps.platform.callbacks import LastCheckpoint, TrainingInterrupted, model_checkpoint
+from normapps.platform.checkpoint import import_object
 from normapps.platform.context import RunContext
 from normapps.platform.logging import finish_loggers
+from normapps.platform.preflight import preflight
 from normapps.platform.summary import metrics_to_floats, write_summary
 
 log = logging.getLogger(__name__)
@@ -20,18 +25,30 @@ DEFAULT_RUNNER = "normapps.platform.runner.fit_and_test"
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
-    """Run the configured task and write ``summary.json`` into the run directory."""
-    if cfg.get("ckpt_path"):
-        # Refuse unsafe or missing checkpoints before building anything expensive.
-        safe_load(cfg.ckpt_path)
+    """Run the configured task and write ``summary.json`` into the run directory.
+
+    The summary is written before the loggers are finished, and a logger failing there only
+    warns. A run stopped by SIGTERM/SIGINT (after writing last.ckpt) exits with 128 + the
+    signal number and says how to resume; it writes no summary, since it has no final result.
+    """
+    preflight(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     ctx = RunContext.create(cfg)
     (ctx.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     runner = import_object(cfg.task.get("runner") or DEFAULT_RUNNER)
     try:
         result = runner(cfg, ctx)
-    finally:
-        finish_loggers(ctx.loggers)
+    except TrainingInterrupted as stop:
+        finish_loggers(ctx.loggers, success=False)
+        _report_interruption(ctx, stop.signum, stop.checkpoint, stop.step)
+        raise SystemExit(128 + stop.signum) from None
+    except SIGTERMException:  # a SIGTERM outside fit (test, final validation): nothing to save
+        finish_loggers(ctx.loggers, success=False)
+        log.warning("stopped by SIGTERM outside training; no summary.json written")
+        raise SystemExit(128 + int(signal.SIGTERM)) from None
+    except BaseException:
+        finish_loggers(ctx.loggers, success=False)
+        raise
     summary = {
         "task": cfg.task.name,
         "metrics": metrics_to_floats(result.pop("metrics", {})),
@@ -42,17 +59,42 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         path = write_summary(ctx.output_dir, summary)
         log.info("summary written to %s", path)
+    finish_loggers(ctx.loggers)
     return summary
 
 
+def _report_interruption(ctx: RunContext, signum: int, checkpoint: str, step: int) -> None:
+    if rank_zero_only.rank != 0:
+        return
+    overrides = [o for o in _task_overrides() if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    command = " ".join(["python train.py", *overrides, f"hydra.run.dir={ctx.output_dir}",
+                        f"ckpt_path={checkpoint}"])
+    message = (f"{signal.Signals(signum).name}: training stopped at step {step} after writing "
+               f"{checkpoint}. Resume exactly from there with:\n  {command}")
+    log.warning(message)
+    print(message, file=sys.stderr, flush=True)
+
+
+def _task_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - not under Hydra (a test calling run_train)
+        return []
+
+
 def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
-    cb = trainer.checkpoint_callback
+    cb = model_checkpoint(trainer)
     best = getattr(cb, "best_model_path", "") or None
     last = getattr(cb, "last_model_path", "") or None
     if last is None and getattr(cb, "dirpath", None):
         # ddp_spawn hands only best_model_path back to the main process; last.ckpt is on disk.
         candidate = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
         last = str(candidate) if candidate.is_file() else None
+    if last is None:  # no ModelCheckpoint (callbacks.model_checkpoint=null): the timed one's
+        timed = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        last = (timed.last_model_path or None) if timed is not None else None
     return {"best_checkpoint": best, "last_checkpoint": last}
 
 

@@ -2,14 +2,18 @@
 reuse it as their source model."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normapps.models import build_classifier
+from normapps.models import CLASSIFIER_ARCHS, build_classifier
 from normapps.platform.module import NormappsModule
+from normapps.platform.options import as_choice, as_float, as_int
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULERS = ("cosine", "none")
 
 
 def first_norm_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -45,11 +49,41 @@ class ClassificationModule(NormappsModule):
         snd_batch_size: int = 64,
     ) -> None:
         super().__init__()
+        self.check_args(dict(arch=arch, norm=norm, num_classes=num_classes, in_channels=in_channels,
+                             width=width, depth=depth, width_mult=width_mult, optimizer=optimizer, lr=lr,
+                             momentum=momentum, weight_decay=weight_decay, scheduler=scheduler,
+                             label_smoothing=label_smoothing, snd_batch_size=snd_batch_size))
         self.save_hyperparameters()
         self.net = build_classifier(arch, num_classes=num_classes, in_channels=in_channels, norm=norm,
                                     norm_kwargs=norm_kwargs, width=width, depth=depth,
                                     width_mult=width_mult)
         self._snd_inputs: list[torch.Tensor] = []
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any], *, prefix: str = "model") -> None:
+        """Ranges and choices of the hyper-parameters in ``args`` (any subset), named
+        ``<prefix>.<key>``; train.py's preflight calls it before anything is built."""
+        from normapps.norm import norm_kinds
+
+        checks = {
+            "arch": lambda k, v: as_choice(k, v, CLASSIFIER_ARCHS),
+            "norm": lambda k, v: v if callable(v) else as_choice(k, v, norm_kinds()),
+            "num_classes": lambda k, v: as_int(k, v, min=2),
+            "in_channels": lambda k, v: as_int(k, v, min=1),
+            "width": lambda k, v: as_int(k, v, min=1, allow_none=True),
+            "depth": lambda k, v: as_int(k, v, min=1),
+            "width_mult": lambda k, v: as_float(k, v, min=0.0, min_open=True),
+            "optimizer": lambda k, v: as_choice(k, v, OPTIMIZERS),
+            "lr": lambda k, v: as_float(k, v, min=0.0, min_open=True),
+            "momentum": lambda k, v: as_float(k, v, min=0.0, max=1.0),
+            "weight_decay": lambda k, v: as_float(k, v, min=0.0),
+            "scheduler": lambda k, v: as_choice(k, v, SCHEDULERS),
+            "label_smoothing": lambda k, v: as_float(k, v, min=0.0, max=0.99),
+            "snd_batch_size": lambda k, v: as_int(k, v, min=2),
+        }
+        for key, value in args.items():
+            if key in checks:
+                checks[key](f"{prefix}.{key}", value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

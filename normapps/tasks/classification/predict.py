@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from normapps.data.labelled_folder import load_image_folder
+from normapps.platform.inference import require_finite
 
 
 @torch.inference_mode()
@@ -23,6 +24,7 @@ def predict_batches(model: nn.Module, images: torch.Tensor, *, batch_size: int,
 def write_predictions(output_dir: Path, paths: list[Path], probs: torch.Tensor,
                       labels: torch.Tensor | None) -> dict[str, Any]:
     """predictions.csv with one row per image; accuracy when labels are known."""
+    require_finite(probs, "class probabilities")  # NaN would argmax to class 0, silently
     conf, pred = probs.max(1)
     out = Path(output_dir) / "predictions.csv"
     with out.open("w", newline="") as fh:

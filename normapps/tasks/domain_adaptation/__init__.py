@@ -1,5 +1,6 @@
-"""Domain adaptation through normalization: test-time BN, AdaBN, TENT and DSBN, measured on
-corrupted and shifted targets against the unadapted source model."""
-from normapps.tasks.domain_adaptation.methods import METHODS, adapt_and_predict
+"""Domain adaptation through normalization: test-time BN, prior BN, AdaBN, TENT, EATA, SAR and
+DSBN + self-training, measured on corrupted and shifted targets, under reset / continual /
+mixed / label-shifted streams, against the unadapted source model."""
+from normapps.tasks.domain_adaptation.methods import METHODS, PROTOCOLS, adapt_and_predict
 
-__all__ = ["METHODS", "adapt_and_predict"]
+__all__ = ["METHODS", "PROTOCOLS", "adapt_and_predict"]

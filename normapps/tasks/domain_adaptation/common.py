@@ -15,9 +15,3 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int,
 
 def error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) != labels.to(logits.device)).float().mean())
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of the softmax, per sample."""
-    logp = logits.float().log_softmax(1)
-    return -(logp.exp() * logp).sum(1)

@@ -1,4 +1,11 @@
-"""``adapt=dsbn``: domain-specific batch norm (Chang et al., CVPR 2019).
+"""``adapt=dsbn``: DSBN + self-training - domain-specific batch norm (Chang et al., CVPR 2019)
+trained with source cross-entropy and target pseudo-labels.
+
+This is not the paper's full two-stage method: the paper's stage 1 is a complete UDA method
+with DSBN (MSTN) and its stage 2 trains a fresh network on stage 1's pseudo-labels of the
+target *train* split, scored on held-out target data. Here both stages are self-training from
+the source model, on the same unlabelled target images that are scored (transductive, like
+AdaBN), so tables and docs call it "DSBN + self-training".
 
 Every BN of a copy of the source model becomes the core's ``DomainBatchNorm`` with one branch
 per domain (sources first, then targets); all other weights are shared. Branches start as
@@ -33,13 +40,13 @@ from normapps.tasks.domain_adaptation.common import predict_logits
 def check_dsbn_options(*, threshold: float, stage1_epochs: int, stage2_epochs: int, lr: float,
                        target_weight: float) -> None:
     if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"adapt.threshold must be in [0, 1], got {threshold}")
+        raise ValueError(f"adapt.dsbn.threshold must be in [0, 1], got {threshold}")
     if int(stage1_epochs) < 0 or int(stage2_epochs) < 0:
-        raise ValueError("adapt.stage1_epochs and adapt.stage2_epochs must be >= 0")
+        raise ValueError("adapt.dsbn.stage1_epochs and adapt.dsbn.stage2_epochs must be >= 0")
     if not float(lr) > 0:
-        raise ValueError(f"adapt.dsbn_lr must be > 0, got {lr}")
+        raise ValueError(f"adapt.dsbn.lr must be > 0, got {lr}")
     if float(target_weight) < 0:
-        raise ValueError(f"adapt.target_weight must be >= 0, got {target_weight}")
+        raise ValueError(f"adapt.dsbn.target_weight must be >= 0, got {target_weight}")
 
 
 def _batches(n: int, batch_size: int, steps: int, g: torch.Generator) -> list[torch.Tensor]:

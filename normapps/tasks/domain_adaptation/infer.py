@@ -39,7 +39,7 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     size = int(cfg.get("image_size") or 32)
     images, paths, labels, _ = load_image_folder(cfg.target, image_size=size, channels=channels)
     sources = None
-    if method == "dsbn":
+    if method in ("dsbn", "eata"):  # dsbn trains on it; eata measures its Fisher information on it
         src = cfg.source
         sources = [load_arrays(src.dataset, train=True, root=src.root, download=src.download,
                                image_size=size, channels=channels)]

@@ -1,13 +1,19 @@
-"""``python train.py task=domain_adaptation``: train the source classifier, then evaluate every
-adaptation method on every target and write the results table.
+"""``python train.py task=domain_adaptation``: train the source classifier(s), then run every
+adaptation method over the target stream(s) and write one results table and plot.
 
-Flow: validate the methods, their options and the targets (and load usps/mnist targets) before
-any training; fit the classification task's module on the source data (or load
-``source_ckpt``); test it on the clean source test split; then, for each target, run each method
-on a fresh copy of the source network and record its target error. ``da_results.csv`` /
-``da_results.md`` (rows: targets plus their mean; columns: methods) go to the run directory and
-to W&B as a table; ``summary.json`` has ``target_error`` (the mean per method) and
-``metrics["target/<method>/error"]``.
+Flow: validate the methods, their options, the targets, the stream and the released files (and
+load usps/mnist targets) before any training; fit the classification module on the source data
+for each ``model.norm`` (a kind or a list: one source model per kind), or load ``source_ckpt``;
+test it on the clean source test split; build the targets and the streams
+(``data.target.stream``); for each model and method, adapt a fresh copy of the source network
+along each stream and score every target by its own samples.
+
+Outputs in the run directory: ``da_results.csv`` / ``.md`` (rows: method x normalization with
+each method's protocol; columns: the targets in stream order and their mean; stream and batch
+size in the Markdown header and as CSV columns), ``da_results.png`` (error per target per
+method; the x axis is the stream order), all three also on W&B; ``summary.json`` with
+``target_error`` (mean per method), ``metrics["target/<method>/error"]``,
+``metrics["target/<method>/<norm>/error"]``, ``stream`` and ``batch_size``.
 """
 from __future__ import annotations
 
@@ -22,14 +28,16 @@ from normapps.data.shifts import SYNTHETIC_SHIFTS, apply_shift
 from normapps.norm import bn_modules
 from normapps.platform.checkpoint import load_module
 from normapps.platform.context import RunContext
+from normapps.platform.plots import new_figure, save_figure
 from normapps.platform.runner import checkpoint_paths, logged_metrics
-from normapps.platform.summary import markdown_table, write_table
+from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.domain_adaptation.common import error_rate, predict_logits
 from normapps.tasks.domain_adaptation.methods import (
-    adapt_and_predict, method_options, resolve_methods, validate_options,
+    LABELS, PROTOCOLS, adapt_and_predict, method_config, method_options, norm_kind_applicable,
+    not_applicable, resolve_methods, validate_options,
 )
 from normapps.tasks.domain_adaptation.targets import (
-    build_targets, dataset_tensors, load_dataset_shifts, parse_target_spec,
+    build_targets, dataset_tensors, load_dataset_shifts, parse_target_spec, target_streams,
 )
 
 log = logging.getLogger(__name__)
@@ -48,8 +56,19 @@ def resolve_extra_sources(spec) -> list[str]:
     names = list(spec or [])
     bad = [n for n in names if n not in SYNTHETIC_SHIFTS]
     if bad:
-        raise ValueError(f"adapt.extra_sources takes synthetic shifts ({', '.join(SYNTHETIC_SHIFTS)}), got {bad}")
+        raise ValueError(f"adapt.dsbn.extra_sources takes synthetic shifts ({', '.join(SYNTHETIC_SHIFTS)}), got {bad}")
     return names
+
+
+def resolve_norms(cfg: DictConfig) -> list[str]:
+    """``model.norm``: one kind or a list of kinds (one source model each)."""
+    norm = cfg.model.get("norm", "batch")
+    norms = [norm] if isinstance(norm, str) else list(norm)
+    if not norms or len(set(norms)) != len(norms):
+        raise ValueError(f"model.norm must be a norm kind or a list of distinct kinds, got {norms}")
+    if cfg.get("source_ckpt") and len(norms) > 1:
+        raise ValueError("source_ckpt is one source model: set model.norm to a single kind (or drop source_ckpt)")
+    return norms
 
 
 def pick_device(cfg: DictConfig) -> torch.device:
@@ -57,14 +76,17 @@ def pick_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
 
 
-def train_source(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dict, dict]:
+def train_source(cfg: DictConfig, ctx: RunContext, datamodule, *, norm: str,
+                 stage: str | None) -> tuple[Any, dict, dict]:
     """The source classifier: fit + test (best checkpoint), or load ``source_ckpt``."""
     if cfg.get("source_ckpt"):
         module = load_module(cfg.source_ckpt, expected_task="classification")
         datamodule.setup("test")
         return module, {}, {"best_checkpoint": str(cfg.source_ckpt), "last_checkpoint": None}
-    module = ctx.build_module()
-    trainer = ctx.build_trainer()
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg["norm"] = norm
+    module = ctx.build_module(OmegaConf.create(model_cfg))
+    trainer = ctx.build_trainer(stage=stage)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = logged_metrics(trainer)
     paths = checkpoint_paths(trainer)
@@ -75,17 +97,45 @@ def train_source(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dic
     return module, metrics, paths
 
 
-def log_results(ctx: RunContext, rows: list[dict], means: dict[str, float]) -> None:
-    for lg in ctx.loggers:
-        lg.log_metrics({f"target/{m}/error": v for m, v in means.items()})
-        if type(lg).__name__ == "WandbLogger":
-            import wandb
+def check_applicable(methods: list[str], norms: list[str], adapt_cfg: dict, *, has_ckpt: bool) -> None:
+    """Refuse, before training, a run in which a method can adapt none of the models."""
+    if has_ckpt:
+        return
+    for name in methods:
+        opts = method_options(name, adapt_cfg)
+        if not any(norm_kind_applicable(name, n, opts) for n in norms):
+            hint = ("adapt.dsbn needs model.norm=batch" if name == "dsbn" else
+                    f"set adapt.{name}.norms to include {norms[0]!r}")
+            raise ValueError(f"adapt={name} cannot adapt a model.norm={norms[0] if len(norms) == 1 else norms} "
+                             f"classifier ({hint})")
 
-            columns = list(rows[0])
-            lg.experiment.log({TABLE_NAME: wandb.Table(
-                columns=columns, data=[[r.get(c, "") for c in columns] for r in rows])})
-        if hasattr(lg, "save"):
-            lg.save()
+
+def stream_errors(logits: torch.Tensor, stream) -> dict[int, float]:
+    """Error of each domain's samples within a stream."""
+    wrong = (logits.argmax(1) != stream.labels).float()
+    return {int(d): float(wrong[stream.domains == d].mean()) for d in stream.domains.unique()}
+
+
+def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, stream: str,
+                 batch_size: int, norms: list[str]):
+    fig = new_figure(width=max(8.0, 0.55 * len(target_names) + 3), height=3.6 * len(norms))
+    axes = fig.subplots(len(norms), 1, squeeze=False)[:, 0]
+    x = list(range(len(target_names)))
+    for ax, norm in zip(axes, norms):
+        for row in rows:
+            if row["norm"] != norm or row["mean"] is None:
+                continue
+            ax.plot(x, [100 * row[t] for t in target_names], marker="o", markersize=3,
+                    label=f"{row['method']} ({row['mean'] * 100:.1f})")
+        ax.set_xticks(x, target_names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("target error (%)")
+        order = "stream step (target in stream order)" if stream in ("continual", "mixed") else "target"
+        ax.set_xlabel(order)
+        ax.set_title(f"model.norm={norm}, stream={stream}, batch size {batch_size}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, title="method (mean %)", title_fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, ctx.output_dir, TABLE_NAME, loggers=ctx.loggers, key=f"{TABLE_NAME}_plot")
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
@@ -93,63 +143,123 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)
     methods = resolve_methods(adapt_cfg.get("method", "all"))
     validate_options(methods, adapt_cfg)
-    extra_sources = resolve_extra_sources(adapt_cfg.get("extra_sources"))
-    norm = cfg.model.get("norm", "batch")
-    if "dsbn" in methods and not cfg.get("source_ckpt") and norm != "batch":
-        raise ValueError(f"adapt=dsbn needs model.norm=batch (DSBN splits BatchNorm layers), got {norm!r}")
+    extra_sources = resolve_extra_sources(method_config(adapt_cfg, warn=False)["dsbn"]["extra_sources"])
+    norms = resolve_norms(cfg)
+    check_applicable(methods, norms, adapt_cfg, has_ckpt=bool(cfg.get("source_ckpt")))
     spec = parse_target_spec(OmegaConf.to_container(cfg.data.target, resolve=True))
-    batch_size = int(cfg.data.target.get("batch_size", 128))
-    if batch_size < 1:
-        raise ValueError(f"data.target.batch_size must be >= 1, got {batch_size}")
+    batch_size = spec.batch_size
     data_cfg = source_data_cfg(cfg)
     loaded = load_dataset_shifts(spec, root=data_cfg.root, download=data_cfg.download,
                                  image_size=data_cfg.image_size, channels=data_cfg.channels)
     device = pick_device(cfg)
+    options = {name: method_options(name, adapt_cfg) for name in methods}
 
-    # --- source model ---------------------------------------------------------------------
+    # --- source model(s) ------------------------------------------------------------------
     datamodule = ctx.build_datamodule(data_cfg)
-    module, metrics, paths = train_source(cfg, ctx, datamodule)
-    net = module.net.eval().to(device)
-    if not bn_modules(net) and {"test_bn", "adabn"} & set(methods):
-        log.warning("the source model has no BatchNorm layer: test_bn and adabn equal none")
-    x_test, y_test = dataset_tensors(datamodule.test_set)
-    clean_error = error_rate(predict_logits(net, x_test, batch_size=batch_size, device=device), y_test)
-    metrics["source/test/error"] = clean_error
-    log.info("source model: clean test error %.4f", clean_error)
+    models, metrics, paths_by_norm, clean = {}, {}, {}, {}
+    for i, norm in enumerate(list(norms)):
+        module, m, paths = train_source(cfg, ctx, datamodule, norm=norm,
+                                        stage=norm if len(norms) > 1 else None)
+        if cfg.get("source_ckpt"):  # the checkpoint says which norm it was built with
+            norm = norms[i] = str(module.hparams.get("norm", norm))
+        metrics.update(m if len(norms) == 1 else {f"{norm}/{k}": v for k, v in m.items()})
+        net = module.net.eval().to(device)
+        models[norm], paths_by_norm[norm] = net, paths
+        x_test, y_test = dataset_tensors(datamodule.test_set)
+        clean[norm] = error_rate(predict_logits(net, x_test, batch_size=256, device=device), y_test)
+        log.info("source model (model.norm=%s): clean test error %.4f", norm, clean[norm])
+    metrics["source/test/error"] = clean[norms[0]]
+    for name in methods:  # a source_ckpt model is only known now: refuse before adapting
+        reasons = [not_applicable(name, models[n], options[name]) for n in norms]
+        if all(reasons):
+            raise ValueError(f"adapt={name} cannot adapt the source model: {reasons[0]}")
 
     sources = None
-    if "dsbn" in methods:
+    if {"dsbn", "eata"} & set(methods):
         x_train, y_train = dataset_tensors(datamodule.train_set)
         sources = [(x_train, y_train)] + [
             (apply_shift(x_train, s, seed=spec.seed + 1, rotate_degrees=spec.rotate_degrees,
                          scale_factor=spec.scale_factor), y_train) for s in extra_sources]
 
-    # --- every method on every target ------------------------------------------------------
-    targets = build_targets(spec, x_test, y_test, loaded=loaded)
+    # --- targets and streams ----------------------------------------------------------------
+    x_test, y_test = dataset_tensors(datamodule.test_set)
+    targets = build_targets(spec, x_test, y_test, loaded=loaded, image_size=int(data_cfg.image_size),
+                            channels=int(data_cfg.channels), num_classes=int(cfg.data.num_classes))
+    streams = target_streams(spec, targets)
+    names = [t.name for t in targets]
+    log.info("%d targets, stream=%s (%d stream(s)), batch size %d", len(targets), spec.stream,
+             len(streams), batch_size)
+
+    # --- every method on every model along every stream ------------------------------------
     rows, seconds = [], {m: 0.0 for m in methods}
-    for target in targets:
-        row = target.row()
+    for norm in norms:
+        net = models[norm]
         for name in methods:
+            row: dict[str, Any] = {"method": name, "norm": norm, "protocol": PROTOCOLS[name],
+                                   "stream": spec.stream, "batch_size": batch_size}
+            reason = not_applicable(name, net, options[name])
+            if reason is None and name in ("test_bn", "adabn", "prior_bn") and not bn_modules(net):
+                log.info("model.norm=%s has no BatchNorm layer: %s equals none", norm, name)
+            if reason is not None:
+                log.warning("%s on model.norm=%s: n/a (%s)", name, norm, reason)
+                row.update({t: None for t in names} | {"mean": None})
+                rows.append(row)
+                continue
             start = time.perf_counter()
-            logits = adapt_and_predict(name, net, target.images, batch_size=batch_size,
-                                       options=method_options(name, adapt_cfg), sources=sources,
-                                       seed=int(cfg.seed), device=device)
+            errors: dict[str, float] = {}
+            for stream in streams:
+                logits = adapt_and_predict(name, net, stream.images, batch_size=batch_size,
+                                           options=options[name], sources=sources,
+                                           seed=int(cfg.seed), device=device)
+                errors.update({names[d]: e for d, e in stream_errors(logits, stream).items()})
             seconds[name] += time.perf_counter() - start
-            row[name] = error_rate(logits, target.labels)
-        log.info("%s: %s", target.name, ", ".join(f"{m} {row[m]:.4f}" for m in methods))
-        rows.append(row)
-    means = {m: sum(r[m] for r in rows) / len(rows) for m in methods}
-    table = rows + [{"target": "mean", **means}]
-    csv_path, md_path = write_table(ctx.output_dir, TABLE_NAME, table)
-    log.info("target error (rows: targets, columns: methods)\n%s", markdown_table(table))
-    log_results(ctx, table, means)
-    metrics.update({f"target/{m}/error": v for m, v in means.items()})
+            row.update({t: errors[t] for t in names})
+            row["mean"] = sum(errors.values()) / len(errors)
+            log.info("%s / %s: mean target error %.4f", name, norm, row["mean"])
+            rows.append(row)
+
+    # --- table, plot, metrics -----------------------------------------------------------------
+    header = (f"Target error, stream={spec.stream}, batch size {batch_size}, "
+              f"{'released data ' + spec.released_dir if spec.released_dir else 'generated targets'}; "
+              f"protocol: online = predicted while adapting in stream order, offline = adapted on "
+              f"the whole target first, source = no adaptation\n\n")
+    csv_path, md_path = write_table(ctx.output_dir, TABLE_NAME, rows)
+    md_rows = [{k: ("n/a" if v is None else v) for k, v in r.items() if k not in ("stream", "batch_size")}
+               for r in rows]
+    md_path.write_text(header + markdown_table(md_rows))
+    log.info("%s%s", header, markdown_table(md_rows))
+    plot_path = plot_results(ctx, rows, names, stream=spec.stream, batch_size=batch_size, norms=norms)
+    log_table(ctx.loggers, TABLE_NAME, rows)
+    log.info("results: %s, %s and %s", csv_path, md_path, plot_path)
+
+    by_norm = {n: {r["method"]: r["mean"] for r in rows if r["norm"] == n and r["mean"] is not None}
+               for n in norms}
+    means = {}
+    for name in methods:
+        vals = [by_norm[n][name] for n in norms if name in by_norm[n]]
+        if vals:
+            means[name] = sum(vals) / len(vals)
+    new_metrics = {f"target/{m}/error": v for m, v in means.items()}
+    new_metrics.update({f"target/{m}/{n}/error": v for n, d in by_norm.items() for m, v in d.items()})
+    for lg in ctx.loggers:
+        lg.log_metrics(new_metrics)
+        if hasattr(lg, "save"):
+            lg.save()
+    metrics.update(new_metrics)
+    first = paths_by_norm[norms[0]]
     return {
         "metrics": metrics,
-        **paths,
+        **first,
         "target_error": means,
-        "source_clean_error": clean_error,
-        "targets": [t.name for t in targets],
+        "target_error_by_norm": by_norm,
+        "stream": spec.stream,
+        "batch_size": batch_size,
+        "methods": {m: {"label": LABELS[m], "protocol": PROTOCOLS[m]} for m in methods},
+        "source_clean_error": clean[norms[0]],
+        "source_clean_error_by_norm": clean,
+        "checkpoints_by_norm": paths_by_norm,
+        "targets": names,
+        "results_rows": rows,
         "adapt_seconds": seconds,
-        "results_table": {"csv": str(csv_path), "markdown": str(md_path)},
+        "results_table": {"csv": str(csv_path), "markdown": str(md_path), "plot": str(plot_path)},
     }

@@ -1,18 +1,25 @@
-"""Target domains from ``data.target``: corruptions x severities and digit shifts.
+"""Target domains from ``data.target``: corruptions x severities (generated, or read from the
+released files) and digit shifts, and the test streams over them.
 
-Corruptions and synthetic shifts are applied to the source dataset's test split (the same
-images the clean accuracy is measured on), so every row measures the shift alone; dataset
-shifts (usps, mnist) load that dataset's test split at the source's size and channels.
+Generated corruptions and synthetic shifts are applied to the source dataset's test split (the
+same images the clean accuracy is measured on), so every row measures the shift alone; with
+``data.target.released_dir`` the corrupted images and labels come from the released files
+instead; dataset shifts (usps, mnist) load that dataset's test split at the source's size and
+channels. ``data.target.n_examples`` keeps the first N images of each target (RobustBench's
+convention for the released files).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from normapps.data.corruptions import check_severity, corrupt, resolve_corruptions
+from normapps.data.released import check_released, load_released
 from normapps.data.shifts import DATASET_SHIFTS, apply_shift, load_shift_dataset, resolve_shifts
+from normapps.data.streams import Stream, build_streams, check_stream
 
 
 @dataclass
@@ -24,11 +31,6 @@ class Target:
     severity: int | None = None
     shift: str | None = None
 
-    def row(self) -> dict[str, Any]:
-        return {"target": self.name, "corruption": self.corruption or "",
-                "severity": self.severity if self.severity is not None else "",
-                "shift": self.shift or ""}
-
 
 @dataclass
 class TargetSpec:
@@ -38,20 +40,39 @@ class TargetSpec:
     seed: int
     rotate_degrees: float
     scale_factor: float
+    stream: str = "reset"
+    dirichlet: float | None = None
+    released_dir: str | None = None
+    n_examples: int | None = None
+    batch_size: int = 128
 
 
 def parse_target_spec(cfg: Mapping[str, Any]) -> TargetSpec:
-    """Validate ``data.target`` (a plain dict: names, severities) before any expensive work."""
+    """Validate ``data.target`` (a plain dict) before any expensive work."""
     corruptions = resolve_corruptions(cfg.get("corruption"))
     sev = cfg.get("severity", 5)
     sevs = [1, 2, 3, 4, 5] if sev == "all" else list(sev) if isinstance(sev, (list, tuple)) else [sev]
     severities = [check_severity(s) for s in sevs] if corruptions else []
     shifts = resolve_shifts(cfg.get("shift"))
     if not corruptions and not shifts:
-        raise ValueError("no target: set data.target.corruption=<name>|all and/or "
+        raise ValueError("no target: set data.target.corruption=<name>|all|extra|[list] and/or "
                          "data.target.shift=<inverted|colour|rotate|scale|usps|mnist>|all")
+    dirichlet = cfg.get("dirichlet")
+    stream = check_stream(str(cfg.get("stream", "reset")), dirichlet)
+    batch_size = int(cfg.get("batch_size", 128))
+    if batch_size < 1:
+        raise ValueError(f"data.target.batch_size must be >= 1, got {batch_size}")
+    n = cfg.get("n_examples")
+    if n is not None and int(n) < 1:
+        raise ValueError(f"data.target.n_examples must be >= 1 or null (all), got {n}")
+    released = cfg.get("released_dir")
+    if released and corruptions:
+        check_released(Path(str(released)).expanduser(), corruptions)
     return TargetSpec(corruptions, severities, shifts, int(cfg.get("seed", 0)),
-                      float(cfg.get("rotate_degrees", 45.0)), float(cfg.get("scale_factor", 0.6)))
+                      float(cfg.get("rotate_degrees", 45.0)), float(cfg.get("scale_factor", 0.6)),
+                      stream=stream, dirichlet=None if dirichlet is None else float(dirichlet),
+                      released_dir=str(Path(str(released)).expanduser()) if released else None,
+                      n_examples=None if n is None else int(n), batch_size=batch_size)
 
 
 def load_dataset_shifts(spec: TargetSpec, *, root: str, download: bool, image_size: int,
@@ -62,24 +83,43 @@ def load_dataset_shifts(spec: TargetSpec, *, root: str, download: bool, image_si
             for name in spec.shifts if name in DATASET_SHIFTS}
 
 
+def _first(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
 def build_targets(spec: TargetSpec, images: torch.Tensor, labels: torch.Tensor, *,
-                  loaded: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-                  ) -> list[Target]:
-    """One Target per (corruption, severity) and per shift, in table order."""
+                  loaded: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  image_size: int | None = None, channels: int = 3,
+                  num_classes: int | None = None) -> list[Target]:
+    """One Target per (corruption, severity) and per shift, in table (and stream) order."""
     out = []
+    images, labels = _first(images, labels, spec.n_examples)
     for name in spec.corruptions:
         for sev in spec.severities:
-            x = corrupt(images, name, sev, seed=spec.seed)
-            out.append(Target(f"{name}-{sev}", x, labels, corruption=name, severity=sev))
+            if spec.released_dir:
+                x, y = load_released(spec.released_dir, name, sev, n_examples=spec.n_examples,
+                                     image_size=image_size, channels=channels)
+                if num_classes is not None and len(y) and int(y.max()) >= num_classes:
+                    raise ValueError(f"{spec.released_dir}/labels.npy has class {int(y.max())} but the "
+                                     f"source model has {num_classes} classes: released data must "
+                                     f"share the source data's classes")
+            else:
+                x, y = corrupt(images, name, sev, seed=spec.seed), labels
+            out.append(Target(f"{name}-{sev}", x, y, corruption=name, severity=sev))
     for name in spec.shifts:
         if name in DATASET_SHIFTS:
-            x, y = (loaded or {})[name]
+            x, y = _first(*(loaded or {})[name], spec.n_examples)
             out.append(Target(name, x, y, shift=name))
         else:
             x = apply_shift(images, name, seed=spec.seed, rotate_degrees=spec.rotate_degrees,
                             scale_factor=spec.scale_factor)
             out.append(Target(name, x, labels, shift=name))
     return out
+
+
+def target_streams(spec: TargetSpec, targets: list[Target]) -> list[Stream]:
+    return build_streams(spec.stream, [(t.name, t.images, t.labels) for t in targets],
+                         seed=spec.seed, dirichlet=spec.dirichlet)
 
 
 def dataset_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:

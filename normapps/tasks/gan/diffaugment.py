@@ -58,7 +58,7 @@ class DiffAugment:
     """``DiffAugment("color,translation,cutout")(x)`` or ``DiffAugment(["color", "cutout"])``;
     an empty policy is the identity."""
 
-    def __init__(self, policy: str | list[str] | tuple[str, ...] = "") -> None:
+    def __init__(self, policy: str | list[str] | tuple[str, ...] | None = None) -> None:
         # A comma-separated string or a list (gan.diffaugment=[color,translation] on Hydra's
         # command line, where a bare comma would start a sweep).
         items = policy.split(",") if isinstance(policy, str) else list(policy or [])

@@ -10,19 +10,22 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from normapps.platform.checkpoint import load_module
+from normapps.platform.options import bool_option, float_option, int_option
 
 
 def _validate(cfg: DictConfig) -> None:
+    # Counts that must be positive; checked here, since 0 crashed make_grid / range() after every
+    # sample was generated (issue 12 item 9). Types are checked by the platform's run_infer.
+    for key in ("grid_nrow", "interpolate_rows", "batch_size", "num_samples"):
+        int_option(cfg, key, min=1)
+    int_option(cfg, "interpolate_steps", min=2)
+    int_option(cfg, "label", min=0, allow_none=True)
+    # Latents are resampled into [-truncation, truncation]; null: plain N(0, 1).
+    float_option(cfg, "truncation", min=0.0, min_open=True, allow_none=True)
+    bool_option(cfg, "interpolate")
+    bool_option(cfg, "use_ema")
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path=<checkpoint of a task=gan run> is required")
-    if int(cfg.num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
-    if int(cfg.interpolate_steps) < 2:
-        raise ValueError(f"interpolate_steps must be >= 2, got {cfg.interpolate_steps}")
-    psi = cfg.get("truncation")
-    if psi is not None and not float(psi) > 0:
-        raise ValueError(f"truncation must be > 0 (latents are resampled into [-truncation, truncation]) "
-                         f"or null, got {psi}")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ singular values of D, sample grid) at each validation."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from torchvision.utils import make_grid
@@ -12,16 +12,20 @@ from torchvision.utils import make_grid
 from normapps.norm import spectral_norm_estimates
 from normapps.platform.logging import log_image
 from normapps.platform.module import NormappsModule
+from normapps.platform.options import OptionError
 from normapps.tasks.gan.diffaugment import DiffAugment
-from normapps.tasks.gan.discriminators import build_discriminator
+from normapps.tasks.gan.discriminators import D_ARCHS, D_NORMS, build_discriminator
 from normapps.tasks.gan.ema import (ema_update, make_ema, recalibrate_ema_bn, refresh_spectral_vectors,
                                     upgrade_state_dict)
-from normapps.tasks.gan.generators import build_generator
-from normapps.tasks.gan.losses import check_loss, d_loss, g_loss, gradient_penalty, r1_penalty
+from normapps.tasks.gan.generators import G_ARCHS, G_NORMS, build_generator
+from normapps.tasks.gan.losses import LOSSES, check_loss, d_loss, g_loss, gradient_penalty, r1_penalty
 
 # Power iterations that settle the EMA generator's spectral-norm vectors on its averaged
 # weights before it is evaluated or sampled (one more runs after every EMA update).
 EMA_SN_REFRESH_ITERATIONS = 10
+# model.<key> set from gan.<key> (conf/model/gan.yaml): errors name the gan.* key users set.
+GAN_RECIPE_KEYS = ("g_batch_size", "g_spectral_norm", "self_attention", "attention_size", "r1_gamma",
+                   "diffaugment", "intra_fid", "fid_stats", "fid_stats_cache")
 FID_STATS = ("train",)  # gan.fid_stats: null | train | <path to an .npz with mu, sigma>
 
 
@@ -84,26 +88,18 @@ class GANModule(NormappsModule):
         self_attention: bool = False,
         attention_size: int = 16,
         r1_gamma: float = 0.0,
-        diffaugment: str | list[str] = "",
+        diffaugment: str | list[str] | None = None,
         intra_fid: bool = False,
         fid_stats: str | None = None,
         fid_stats_cache: str | None = None,
     ) -> None:
         super().__init__()
         check_loss(loss)
-        if loss == "wgan_gp" and d_norm == "batch":
-            # The penalty is a per-sample gradient norm; batch statistics couple the samples, so
-            # d D(x_i) / d x_i is not the critic's gradient at x_i (Gulrajani et al. use layer norm).
-            raise ValueError("model.loss=wgan_gp needs a per-sample critic: model.d_norm=batch couples "
-                             "the samples through batch statistics; use model.d_norm=layer (as the "
-                             "WGAN-GP paper) or spectral/weight/none")
+        self._check_combinations(
+            dict(loss=loss, d_norm=d_norm, g_norm=g_norm, r1_gamma=r1_gamma, intra_fid=intra_fid,
+                 conditional=conditional), lambda key: f"model.{key}")
         if r1_gamma < 0:
             raise ValueError(f"gan.r1_gamma must be >= 0, got {r1_gamma}")
-        if r1_gamma > 0 and d_norm == "batch":
-            raise ValueError("gan.r1_gamma > 0 penalizes per-sample gradients of D; model.d_norm=batch "
-                             "couples the samples through batch statistics: use another d_norm")
-        if intra_fid and not conditional:
-            raise ValueError("gan.intra_fid=true needs a class-conditional model (model.conditional=true)")
         if fid_stats is not None and fid_stats not in FID_STATS and not str(fid_stats).endswith(".npz"):
             raise ValueError(f"gan.fid_stats must be null, train or a path to an .npz with mu and sigma, "
                              f"got {fid_stats!r}")
@@ -139,6 +135,103 @@ class GANModule(NormappsModule):
         self.feature_net_info: dict[str, Any] = {}
         self.fid_reference: dict[str, Any] = {}
         self._d_real: list[torch.Tensor] = []
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any], *, prefix: str = "model") -> None:
+        """Ranges, choices and combinations of the hyper-parameters in ``args`` (any subset),
+        named ``<prefix>.<key>``; train.py's preflight calls it before anything is built (the
+        constructor repeats the combination checks for modules built in code)."""
+        from pathlib import Path
+
+        from normapps.platform.options import as_choice, as_float, as_int, as_text
+
+        def name(key: str) -> str:
+            # The recipe keys are set as gan.<key> (conf/task/gan.yaml); model.<key> follows them.
+            return f"gan.{key}" if prefix == "model" and key in GAN_RECIPE_KEYS else f"{prefix}.{key}"
+
+        checks = {
+            "g_arch": lambda k, v: as_choice(k, v, G_ARCHS),
+            "d_arch": lambda k, v: as_choice(k, v, D_ARCHS),
+            "g_norm": lambda k, v: as_choice(k, v, G_NORMS),
+            "d_norm": lambda k, v: as_choice(k, v, D_NORMS),
+            "loss": lambda k, v: as_choice(k, v, LOSSES),
+            "lr_decay": lambda k, v: as_choice(k, v, ("linear", "none")),
+            "num_classes": lambda k, v: as_int(k, v, min=0),
+            "z_dim": lambda k, v: as_int(k, v, min=1),
+            "g_width": lambda k, v: as_int(k, v, min=1),
+            "d_width": lambda k, v: as_int(k, v, min=1),
+            "image_size": lambda k, v: as_choice(k, v, (32, 64)),
+            "channels": lambda k, v: as_int(k, v, min=1),
+            "gp_weight": lambda k, v: as_float(k, v, min=0.0),
+            "n_dis": lambda k, v: as_int(k, v, min=1),
+            "max_g_steps": lambda k, v: as_int(k, v, min=1),
+            "grad_clip": lambda k, v: as_float(k, v, min=0.0),
+            "ema_decay": lambda k, v: as_float(k, v, min=0.0, max=0.999999),
+            "ema_start": lambda k, v: as_int(k, v, min=0),
+            "num_eval_samples": lambda k, v: as_int(k, v, min=2),
+            "recal_batches": lambda k, v: as_int(k, v, min=1),
+            "grid_size": lambda k, v: as_int(k, v, min=1),
+            "local_feature_steps": lambda k, v: as_int(k, v, min=1),
+            "kid_subset_size": lambda k, v: as_int(k, v, min=2),
+            "g_batch_size": lambda k, v: as_int(k, v, min=2, allow_none=True),
+            "attention_size": lambda k, v: as_int(k, v, min=4),
+            "r1_gamma": lambda k, v: as_float(k, v, min=0.0),
+            "fid_stats_cache": lambda k, v: as_text(k, v, allow_none=True),
+        }
+        for key, value in args.items():
+            if key in checks:
+                checks[key](name(key), value)
+        if "betas" in args:
+            betas = args["betas"]
+            if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+                raise OptionError(f"{name('betas')}={betas!r}: expected two numbers [beta1, beta2]")
+            for i, b in enumerate(betas):
+                as_float(f"{name('betas')}[{i}]", b, min=0.0, max=0.999999)
+        if args.get("inception_weights") is not None:
+            path = as_text(name("inception_weights"), args["inception_weights"])
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{name('inception_weights')}={path}: no such file (the FID "
+                                        "InceptionV3 weights pt_inception-2015-12-05; null: fid_local)")
+        if "diffaugment" in args:
+            try:
+                DiffAugment(args["diffaugment"])
+            except (TypeError, ValueError) as err:
+                raise OptionError(f"{name('diffaugment')}={args['diffaugment']!r}: {err}") from None
+        fid_stats = args.get("fid_stats")
+        if fid_stats is not None:
+            text = as_text(name("fid_stats"), fid_stats)
+            if text not in FID_STATS and not text.endswith(".npz"):
+                raise OptionError(f"{name('fid_stats')}={fid_stats!r}: expected null, train or a path to "
+                                  "an .npz with mu and sigma")
+            if text.endswith(".npz") and not Path(text).is_file():
+                raise FileNotFoundError(f"{name('fid_stats')}={text}: no such file")
+        cls._check_combinations(args, name)
+
+    @staticmethod
+    def _check_combinations(args: Mapping[str, Any], name: Callable[[str], str]) -> None:
+        get = args.get
+        if get("loss") == "wgan_gp" and get("d_norm") == "batch":
+            # The penalty is a per-sample gradient norm; batch statistics couple the samples, so
+            # d D(x_i) / d x_i is not the critic's gradient at x_i (Gulrajani et al. use layer norm).
+            raise OptionError(f"{name('loss')}=wgan_gp needs a per-sample critic: {name('d_norm')}=batch "
+                              "couples the samples through batch statistics; use d_norm=layer (as the "
+                              "WGAN-GP paper) or spectral/weight/none")
+        if (get("r1_gamma") or 0) > 0 and get("d_norm") == "batch":
+            raise OptionError(f"{name('r1_gamma')}={get('r1_gamma')} penalizes per-sample gradients of D; "
+                              f"{name('d_norm')}=batch couples the samples through batch statistics: use "
+                              "another d_norm")
+        if get("intra_fid") and not get("conditional"):
+            raise OptionError(f"{name('intra_fid')}=true needs a class-conditional model "
+                              f"({name('conditional')}=true)")
+        if "conditional" in args and "g_norm" in args and bool(get("conditional")) != (get("g_norm") == "cond_batch"):
+            raise OptionError(f"class-conditional training pairs {name('conditional')}=true with "
+                              f"{name('g_norm')}=cond_batch (got conditional={get('conditional')}, "
+                              f"g_norm={get('g_norm')})")
+        if get("self_attention") and "attention_size" in args and "image_size" in args:
+            size, image = int(get("attention_size")), int(get("image_size"))
+            if size > image or size & (size - 1):
+                raise OptionError(f"{name('attention_size')}={size}: self-attention sits at a feature "
+                                  f"map of side 8..{image} (a power of two)")
 
     # ------------------------------------------------------------------ checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

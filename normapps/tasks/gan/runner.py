@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from normapps.platform.context import RunContext
+from normapps.platform.options import int_option, text_option
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,13 @@ def explicit_overrides() -> dict[str, Any]:
 
 
 def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
-                  batches_per_epoch: Callable[[], int]) -> dict[str, Any]:
+                  batches_per_epoch: Callable[[], int] | None) -> dict[str, Any]:
     """The generator iterations to run and where that number comes from.
 
     ``trainer.max_steps=N`` -> N // (n_dis + 1) G steps; ``trainer.max_epochs=E`` -> the G steps
     that E epochs of D batches give; otherwise ``max_g_steps``. A trainer budget together with
     a different explicit ``max_g_steps`` is refused, and so is an explicit validation cadence.
+    ``batches_per_epoch=None`` (before the data is read): an epoch budget is not checked yet.
     """
     for key in _CADENCE_KEYS:
         if key in explicit:
@@ -72,6 +74,8 @@ def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
                              "optimizer steps); set max_g_steps (generator iterations) instead")
     elif "trainer.max_epochs" in explicit and int(explicit["trainer.max_epochs"]) >= 0:
         epochs = int(explicit["trainer.max_epochs"])
+        if batches_per_epoch is None:
+            return {"max_g_steps": None, "from": f"trainer.max_epochs={epochs}"}
         derived, source = epochs * batches_per_epoch() // n_dis, f"trainer.max_epochs={epochs}"
         if derived < 1:
             raise ValueError(f"{source} is less than one generator iteration; set max_g_steps "
@@ -84,12 +88,31 @@ def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
     return {"max_g_steps": derived, "from": source}
 
 
+def validate(cfg: DictConfig) -> None:
+    """train.py's preflight hook (``task.validate``): the run-level GAN options (the model's and
+    data's keys, gan.* included, are checked by GANModule.check_args / GANDataModule.check_args),
+    and trainer budgets or cadences that cannot be honoured, before any work."""
+    n_dis = int_option(cfg, "n_dis", min=1)
+    max_g_steps = int_option(cfg, "max_g_steps", min=1)
+    int_option(cfg, "eval_every_g_steps", min=1)
+    metrics = cfg.get("metrics") or {}
+    if "num_samples" in metrics:
+        int_option(cfg, "metrics.num_samples", min=2)
+    if "local_steps" in metrics:
+        int_option(cfg, "metrics.local_steps", min=1)
+    for key in ("metrics.inception_weights", "metrics.local_cache", "gan.fid_stats_cache"):
+        if OmegaConf.select(cfg, key, default=None) is not None:
+            text_option(cfg, key)
+    g_step_budget(max_g_steps=max_g_steps, n_dis=n_dis, explicit=explicit_overrides(), batches_per_epoch=None)
+
+
 def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     explicit = explicit_overrides()
     n_dis = int(cfg.model.n_dis)
-    # Cadence and contradictions are refused before the data is read.
+    # Cadence and contradictions are refused before the data is read (again here for runs
+    # that do not come through train.py's preflight).
     g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
-                  batches_per_epoch=lambda: 1)
+                  batches_per_epoch=None)
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")  # folder datasets learn their class count here
     budget = g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from normapps.models import build_classifier
-from normapps.platform.checkpoint import CheckpointError, safe_load
+from normapps.platform.checkpoint import CheckpointError, atomic_save, safe_load
 
 FORMAT_KEY = "normapps_quant"
 FORMAT_VERSION = 1
@@ -35,8 +35,7 @@ def save_quantized(path: str | Path, *, state_dict: dict[str, Any], arch: dict[s
             "image_size": int(image_size), "metrics": dict(metrics or {})}
     if layer_shapes:
         meta["layer_shapes"] = {k: [int(d) for d in v] for k, v in layer_shapes.items()}
-    torch.save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
-    return path
+    return atomic_save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
 
 
 def _float_net(arch: dict[str, Any], layer_shapes: dict[str, list[int]] | None = None) -> nn.Module:
@@ -75,15 +74,24 @@ def build_quantized(arch: dict[str, Any], recipe: dict[str, Any], image_size: in
     return ptq.convert_fx_model(prepared)
 
 
-def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the saved int8 model (weights_only loading); returns (callable model, meta)."""
-    ckpt = safe_load(path)
+def quantized_meta(ckpt: Any, path: str | Path) -> dict[str, Any]:
+    """The int8 file's metadata, or a CheckpointError naming the file (another task's file)."""
     meta = ckpt.get(FORMAT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "arch" not in meta:
         raise CheckpointError(f"{path} is not an int8 model written by task=quantization "
                               f"(expected the '{FORMAT_KEY}' entry of a quantized.pt file)")
-    model = build_quantized(meta["arch"], meta["recipe"], meta["image_size"], meta.get("layer_shapes"))
-    model.load_state_dict(ckpt["state_dict"])
+    return meta
+
+
+def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the saved int8 model (weights_only loading); returns (callable model, meta)."""
+    ckpt = safe_load(path)
+    meta = quantized_meta(ckpt, path)
+    try:
+        model = build_quantized(meta["arch"], meta["recipe"], meta["image_size"], meta.get("layer_shapes"))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild its int8 model ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
     if meta["recipe"].get("backend") == "pt2e":
         from normapps.tasks.quantization.ptq import compile_int8, convert_pt2e_model, convert_qat_pt2e_model
 

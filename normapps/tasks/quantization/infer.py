@@ -9,31 +9,35 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from normapps.data.image_io import list_images
+from normapps.data.image_io import check_image_input
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import safe_load
+from normapps.platform.inference import require_finite
+from normapps.platform.options import int_option, text_option
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
-    from normapps.tasks.quantization.artifact import load_quantized
+    from normapps.tasks.quantization.artifact import load_quantized, quantized_meta
 
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: the quantized.pt written by train.py task=quantization")
-    if not cfg.get("input"):
+    ckpt_path = text_option(cfg, "ckpt_path")
+    if cfg.get("input") is None:
         raise ValueError("input is required: an image file, folder or glob")
-    if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    safe_load(cfg.ckpt_path)  # refuse a bad file before listing images
-    list_images(cfg.input)  # a missing or empty input fails before the model is rebuilt
+    spec = text_option(cfg, "input")
+    batch_size = int_option(cfg, "batch_size", min=1)
+    quantized_meta(safe_load(ckpt_path), ckpt_path)  # refuse a bad or foreign file before listing images
+    check_image_input(spec, option="input")  # a missing or unreadable input fails before the rebuild
     if device.type != "cpu":
         log.warning("int8 x86 kernels run on the CPU; device=%s ignored", device)
-    model, meta = load_quantized(cfg.ckpt_path)
+    model, meta = load_quantized(ckpt_path)
     size, channels = int(meta["image_size"]), int(meta["arch"].get("in_channels", 3))
-    images, paths, labels, _ = load_image_folder(cfg.input, image_size=size, channels=channels)
+    images, paths, labels, _ = load_image_folder(spec, image_size=size, channels=channels)
     with torch.inference_mode():
-        probs = torch.cat([model(chunk).float().softmax(1) for chunk in images.split(int(cfg.batch_size))])
+        probs = torch.cat([model(chunk).float().softmax(1) for chunk in images.split(batch_size)])
+    require_finite(probs, "class probabilities")
     conf, pred = probs.max(1)
     rows = []
     for i, path in enumerate(paths):

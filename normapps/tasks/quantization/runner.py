@@ -14,49 +14,79 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from normapps.models.resize import layer_shapes
 from normapps.norm import recalibrate_bn
-from normapps.platform.checkpoint import CheckpointError, load_module, safe_load
+from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, resolve_entry, safe_load
 from normapps.platform.context import RunContext
+from normapps.platform.options import as_bool, as_float, as_int, as_text
 from normapps.platform.profiling import count_flops, count_parameters, deployable, state_dict_bytes
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 from normapps.platform.summary import markdown_table, metrics_to_floats, write_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, save_quantized
+from normapps.tasks.quantization.plot import save_report_figure
 from normapps.tasks.quantization.qat import QATSchedule, finish_qat
 from normapps.tasks.quantization.report import accuracy, as_callable, file_bytes, time_models
 
 log = logging.getLogger(__name__)
 
 MODES = ("ptq", "qat", "dfq", "zeroq")
-# Tasks whose checkpoints hold a classifier network this task can quantize.
-SOURCE_TASKS = ("classification", "slimming")
 
 
 def validate(cfg: DictConfig) -> None:
+    """Every mode/quant.* option, before any work (train.py's preflight calls it as
+    ``task.validate``; errors name the key)."""
     mode, q = cfg.get("mode"), cfg.quant
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if q.backend not in ptq.BACKENDS:
         raise ValueError(f"quant.backend must be one of {', '.join(ptq.BACKENDS)}, got {q.backend!r}")
+    as_bool("quant.per_channel", q.get("per_channel", True))
     if q.backend == "pt2e" and mode not in ("ptq", "qat"):
         raise ValueError(f"quant.backend=pt2e is for mode=ptq or mode=qat; mode={mode} uses the fx backend")
     if q.backend == "pt2e" and not q.per_channel:
         raise ValueError("quant.backend=pt2e quantizes weights per channel only; use quant.backend=fx "
                          "with quant.per_channel=false")
-    if q.calib_batches < 1:
-        raise ValueError(f"quant.calib_batches must be >= 1, got {q.calib_batches}")
-    if int(q.get("latency_rounds", 1)) < 1 or int(q.latency_repeats) < 1:
-        raise ValueError("quant.latency_rounds and quant.latency_repeats must be >= 1")
-    if cfg.get("source_ckpt"):
-        safe_load(cfg.source_ckpt)
-    if q.get("float_ckpt"):
-        if not cfg.get("source_ckpt"):
+    # Each key is checked where the config has it (the task config declares them all).
+    checks = {
+        **{k: dict(kind="bool") for k in ("compile", "recalibrate_bn", "equalize", "bias_correction",
+                                          "high_bias_absorption", "sensitivity", "onnx")},
+        **{k: dict(kind="int", min=1) for k in ("calib_batches", "bn_recalib_batches", "cle_iterations",
+                                                "latency_rounds", "latency_repeats")},
+        **{k: dict(kind="int", min=0) for k in ("qat_epochs", "freeze_bn_epoch", "freeze_observer_epoch")},
+        "latency_threads": dict(kind="int", min=1, allow_none=True),
+        "qat_lr": dict(kind="positive"),
+        "cle_tolerance": dict(kind="positive"),
+        **{f"zeroq.{k}": dict(kind="int", min=1) for k in ("num_samples", "batch_size", "steps")},
+        "zeroq.lr": dict(kind="positive"),
+        "zeroq.prior_mean": dict(kind="number"),
+        "zeroq.prior_std": dict(kind="positive"),
+        "float_ckpt": dict(kind="path"),
+    }
+    for key, check in checks.items():
+        value = OmegaConf.select(q, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        name = f"quant.{key}"
+        if check["kind"] == "bool":
+            as_bool(name, value)
+        elif check["kind"] == "int":
+            as_int(name, value, min=check["min"], allow_none=check.get("allow_none", False))
+        elif check["kind"] == "number":
+            as_float(name, value)
+        elif check["kind"] == "path":
+            as_text(name, value, allow_none=True)
+        else:
+            as_float(name, value, min=0.0, min_open=True)
+    if cfg.get("source_ckpt") is not None:
+        safe_load(as_text("source_ckpt", cfg.source_ckpt))
+    if q.get("float_ckpt") is not None:
+        if cfg.get("source_ckpt") is None:
             raise ValueError("quant.float_ckpt (the unpruned reference) needs source_ckpt=<slimming checkpoint>")
-        safe_load(q.float_ckpt)
+        _check_classifier_file(str(q.float_ckpt), "quant.float_ckpt")
     if q.get("onnx"):
         from normapps.tasks.quantization.onnx_export import require_onnx
 
@@ -65,11 +95,22 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError("task=quantization folds BatchNorm into convs: model.norm must be batch")
 
 
+_ABSENT = object()
+
+
+def _check_classifier_file(path: str, option: str) -> None:
+    """``path`` loads safely and holds a classifier network (any task that trains one)."""
+    entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
+    if entry.network != "classifier":
+        raise CheckpointError(f"{option}={path} holds a {entry.network!r} network (task {entry.task}); "
+                              "task=quantization takes a classifier")
+
+
 def _load_classifier(path: str, option: str):
+    _check_classifier_file(path, option)
     module = load_module(path)
-    if getattr(module, "task_name", None) not in SOURCE_TASKS or not hasattr(module, "net"):
-        raise CheckpointError(f"{option}={path} is a checkpoint of task {getattr(module, 'task_name', '?')!r}; "
-                              f"task=quantization takes a classifier ({' or '.join(SOURCE_TASKS)})")
+    if not hasattr(module, "net"):
+        raise CheckpointError(f"{option}={path} holds no classifier network")
     return module.eval()
 
 
@@ -232,6 +273,8 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         log.info("%s", r)
     main_rows = [r for r in rows if "unpruned" not in r["model"]]
     write_table(ctx.output_dir, "quantization_report", main_rows)
+    figure = save_report_figure(main_rows, ctx.output_dir, "quantization_report", loggers=ctx.loggers,
+                                title=f"mode={mode}, backend={q.backend}")
     fp32, i8 = main_rows[0], main_rows[1]
     metrics = {
         "test/acc_fp32": fp32["accuracy"], "test/acc_int8": i8["accuracy"],
@@ -247,6 +290,7 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         metrics["test/acc_int8_real_calibration"] = main_rows[2]["accuracy"]
     result: dict[str, Any] = {"mode": mode, "quantized_model": str(out_path), "report": main_rows,
                               "recipe": recipe, "latency_model": "float: bn-folded, best memory format",
+                              "figure": str(figure),
                               **info, **extra}
     if pruned:
         result["prune_quant"] = _combined_table(ctx, rows, fp32["model"], i8["model"], ref_mode)
@@ -280,8 +324,10 @@ def _combined_table(ctx: RunContext, rows: list[dict], pruned_name: str, pruned_
         table.append(r)
     csv_path, md_path = write_table(ctx.output_dir, "prune_quant_report", table)
     log.info("float / pruned / int8 / pruned+int8 (%s):\n%s", md_path, markdown_table(table))
+    figure = save_report_figure(table, ctx.output_dir, "prune_quant_report", loggers=ctx.loggers,
+                                title="float / pruned / int8 / pruned+int8")
     last = table[-1]
-    return {"rows": table, "table": {"csv": str(csv_path), "markdown": str(md_path)},
+    return {"rows": table, "table": {"csv": str(csv_path), "markdown": str(md_path)}, "figure": str(figure),
             "summary": {"speedup_bs64": last["speedup_bs64"], "speedup_bs1": last["speedup_bs1"],
                         "acc_drop_points": last["acc_drop_points"]}}
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from normapps.data.image_io import list_images
+from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
+from normapps.platform.options import int_option, text_option
 from normapps.platform.profiling import count_flops, count_parameters
 from normapps.tasks.classification.predict import classify_folder
 from normapps.tasks.slimming.prune import bn_widths
@@ -19,18 +20,18 @@ from normapps.tasks.slimming.prune import bn_widths
 def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path=<checkpoint written by task=slimming> is required")
-    if not cfg.get("input"):
+    ckpt_path = text_option(cfg, "ckpt_path")
+    if cfg.get("input") is None:
         raise ValueError("input=<image file, folder or glob> is required")
-    if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    list_images(cfg.input)  # fail on a missing/empty input before loading the model
-    module = load_module(cfg.ckpt_path, expected_task="slimming")
-    size = int(cfg.get("image_size") or module.image_size)
-    if size < 1:
-        raise ValueError(f"image_size must be >= 1, got {size}")
-    result = classify_folder(module.net, cfg.input, image_size=size,
+    spec = text_option(cfg, "input")
+    batch_size = int_option(cfg, "batch_size", min=1)
+    requested = int_option(cfg, "image_size", min=1, allow_none=True)
+    check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
+    module = load_module(ckpt_path, expected_task="slimming")
+    size = requested or int(module.image_size)
+    result = classify_folder(module.net, spec, image_size=size,
                              channels=module.hparams.in_channels, output_dir=output_dir,
-                             device=device, batch_size=int(cfg.batch_size))
+                             device=device, batch_size=batch_size)
     net = module.net.cpu()
     result.update({
         "stage": module.stage, "arch": module.hparams.arch, "image_size": size,

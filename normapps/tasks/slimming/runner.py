@@ -14,14 +14,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from normapps.norm import recalibrate_bn
-from normapps.platform.checkpoint import safe_load
+from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
+from normapps.platform.options import OptionError, as_bool, as_float, as_int
 from normapps.platform.runner import checkpoint_paths
-from normapps.platform.summary import markdown_table, write_table
+from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.slimming.module import SlimmingModule
+from normapps.tasks.slimming.plot import save_stage_figure
 from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
 from normapps.tasks.slimming.report import deployment_latency, evaluate_accuracy, model_cost
 from normapps.tasks.slimming.sparsity import BNSparsity
@@ -33,39 +35,45 @@ STAGES = ("trained", "sparsified", "pruned", "finetuned")
 
 def validate_options(sl: DictConfig) -> dict[str, Any]:
     """Check every slimming.* option before any work; errors name the key."""
+    def key(name: str) -> str:
+        return f"slimming.{name}"
+
+    epochs = sl.get("epochs") or {}
     opts = {
-        "s": float(sl.s), "ratio": float(sl.ratio), "min_channels": int(sl.min_channels),
-        "epochs": {k: int(sl.epochs.get(k, 0)) for k in ("trained", "sparsified", "finetuned")},
-        "finetune_lr": None if sl.get("finetune_lr") is None else float(sl.finetune_lr),
-        "recalibrate_bn": bool(sl.recalibrate_bn),
-        "recalibrate_batches": sl.get("recalibrate_batches"),
-        "latency_batch_sizes": [int(b) for b in sl.latency_batch_sizes],
-        "latency_rounds": int(sl.latency_rounds), "latency_repeats": int(sl.latency_repeats),
-        "latency_threads": None if sl.get("latency_threads") is None else int(sl.latency_threads),
-        "latency_channels_last": (None if sl.get("latency_channels_last") is None
-                                  else bool(sl.latency_channels_last)),
+        "s": as_float(key("s"), sl.get("s"), min=0.0),
+        "ratio": as_float(key("ratio"), sl.get("ratio"), min=0.0, max=0.99),
+        "min_channels": as_int(key("min_channels"), sl.get("min_channels"), min=1),
+        "epochs": {k: as_int(key(f"epochs.{k}"), epochs.get(k, 0), min=0)
+                   for k in ("trained", "sparsified", "finetuned")},
+        "finetune_lr": as_float(key("finetune_lr"), sl.get("finetune_lr"), min=0.0, min_open=True,
+                                allow_none=True),
+        "recalibrate_bn": as_bool(key("recalibrate_bn"), sl.get("recalibrate_bn")),
+        "recalibrate_batches": as_int(key("recalibrate_batches"), sl.get("recalibrate_batches"), min=1,
+                                      allow_none=True),
+        "latency_rounds": as_int(key("latency_rounds"), sl.get("latency_rounds"), min=1),
+        "latency_repeats": as_int(key("latency_repeats"), sl.get("latency_repeats"), min=1),
+        "latency_threads": as_int(key("latency_threads"), sl.get("latency_threads"), min=1, allow_none=True),
+        # null (the default) times NCHW and NHWC side by side and keeps the faster per batch size.
+        "latency_channels_last": as_bool(key("latency_channels_last"), sl.get("latency_channels_last"),
+                                         allow_none=True),
     }
-    if opts["s"] < 0:
-        raise ValueError(f"slimming.s must be >= 0, got {opts['s']}")
-    if not 0.0 <= opts["ratio"] < 1.0:
-        raise ValueError(f"slimming.ratio must be in [0, 1), got {opts['ratio']}")
-    if opts["min_channels"] < 1:
-        raise ValueError(f"slimming.min_channels must be >= 1, got {opts['min_channels']}")
-    for k, v in opts["epochs"].items():
-        if v < 0:
-            raise ValueError(f"slimming.epochs.{k} must be >= 0, got {v}")
+    sizes = sl.get("latency_batch_sizes")
+    sizes = OmegaConf.to_container(sizes) if isinstance(sizes, ListConfig) else sizes
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise OptionError(f"{key('latency_batch_sizes')}={sizes!r}: expected a list of batch sizes")
+    opts["latency_batch_sizes"] = [as_int(key(f"latency_batch_sizes[{i}]"), b, min=1) for i, b in enumerate(sizes)]
     if opts["epochs"]["trained"] + opts["epochs"]["sparsified"] == 0:
         raise ValueError("slimming.epochs.trained and slimming.epochs.sparsified are both 0: "
                          "nothing would be trained before pruning")
-    if opts["finetune_lr"] is not None and opts["finetune_lr"] <= 0:
-        raise ValueError(f"slimming.finetune_lr must be > 0, got {opts['finetune_lr']}")
-    if not opts["latency_batch_sizes"] or min(opts["latency_batch_sizes"]) < 1:
-        raise ValueError(f"slimming.latency_batch_sizes must be positive, got {opts['latency_batch_sizes']}")
-    if opts["latency_rounds"] < 1 or opts["latency_repeats"] < 1:
-        raise ValueError("slimming.latency_rounds and slimming.latency_repeats must be >= 1")
-    if opts["latency_threads"] is not None and opts["latency_threads"] < 1:
-        raise ValueError(f"slimming.latency_threads must be >= 1 or null, got {opts['latency_threads']}")
     return opts
+
+
+def validate(cfg: DictConfig) -> None:
+    """train.py's preflight hook (``task.validate``)."""
+    if cfg.get("ckpt_path"):
+        raise ValueError("task=slimming runs several stages and cannot resume from ckpt_path; "
+                         "start a new run")
+    validate_options(cfg.slimming)
 
 
 def _fit_stage(ctx: RunContext, module: SlimmingModule, datamodule, stage: str, epochs: int,
@@ -83,25 +91,11 @@ def _fit_stage(ctx: RunContext, module: SlimmingModule, datamodule, stage: str, 
 
 def save_module(module: pl.LightningModule, path: Path) -> Path:
     """A checkpoint of ``module`` alone, in the format Lightning writes (loads weights_only)."""
-    ckpt: dict[str, Any] = {"state_dict": module.state_dict(),
-                            "hyper_parameters": dict(module.hparams),
-                            "pytorch-lightning_version": pl.__version__}
-    module.on_save_checkpoint(ckpt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
-    return path
+    return save_module_checkpoint(module, path)
 
 
 def _log_table(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
-    from pytorch_lightning.loggers import WandbLogger
-
-    for lg in ctx.loggers:
-        if isinstance(lg, WandbLogger):
-            import wandb
-
-            cols = list(rows[0])
-            lg.experiment.log({"slimming/stages": wandb.Table(
-                columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+    log_table(ctx.loggers, "slimming/stages", rows)
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
@@ -176,6 +170,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     csv_path, md_path = write_table(ctx.output_dir, "slimming", rows)
     log.info("slimming table (%s):\n%s", md_path, markdown_table(rows))
     _log_table(ctx, rows)
+    figure = save_stage_figure(rows, ctx.output_dir, loggers=ctx.loggers)
 
     final = checkpoints.get("finetuned", checkpoints["pruned"])
     metrics: dict[str, Any] = {}
@@ -198,6 +193,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         "pruning": {**plan.summary(), "min_channels": opts["min_channels"],
                     "recalibrate_bn": opts["recalibrate_bn"]},
         "table": {"csv": str(csv_path), "markdown": str(md_path)},
+        "figure": str(figure),
         "machine": machine_description(),
     }
 
@@ -218,9 +214,11 @@ def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float]
                                  channels_last=opts["latency_channels_last"], prefix="gpu_latency_ms")
         gpu = {n: {k: v for k, v in row.items() if k.startswith("gpu_")} for n, row in gpu.items()}
     ref = next(iter(snapshots))
+    channels = {stage: sum(bn.num_features for _, bn in prunable_bns(net)) for stage, net in snapshots.items()}
     rows = []
     for stage, net in snapshots.items():
-        row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage], **model_cost(net, example),
+        row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage],
+                               "channels_kept": channels[stage] / channels[ref], **model_cost(net, example),
                                "latency_model": "bn-folded", **timing[stage], **gpu.get(stage, {})}
         for b in opts["latency_batch_sizes"]:
             row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / timing[stage][f"latency_ms_bs{b}"]

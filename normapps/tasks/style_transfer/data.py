@@ -16,17 +16,20 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
-from normapps.data.bundled import skimage_image
+from normapps.data.bundled import bundled_image
 from normapps.data.image_io import ImageFolderDataset
 from normapps.data.samplers import EpochSeededRandomSampler
+from normapps.tasks.style_transfer.bundled_styles import TEXTURES_TRAIN, TEXTURES_VAL, bundled_styles
 
 log = logging.getLogger(__name__)
 
 # scikit-image samples (no network): photographs as content, textures/art-like images as style.
-BUNDLED_CONTENT_TRAIN = ("astronaut", "chelsea", "retina", "camera", "coins", "clock", "moon")
+BUNDLED_CONTENT_TRAIN = ("astronaut", "chelsea", "retina", "camera", "coins", "clock", "moon",
+                         "motorcycle", "china", "flower")
 BUNDLED_CONTENT_VAL = ("coffee", "rocket")
-BUNDLED_STYLE_TRAIN = ("immunohistochemistry", "colorwheel", "brick", "grass")
-BUNDLED_STYLE_VAL = ("gravel", "hubble_deep_field")
+# The bundled texture styles (data.bundled_styles=[textures]); kept under their old names.
+BUNDLED_STYLE_TRAIN = TEXTURES_TRAIN
+BUNDLED_STYLE_VAL = TEXTURES_VAL
 
 
 def image_transform(load_size: int, crop_size: int, *, train: bool) -> transforms.Compose:
@@ -67,10 +70,13 @@ class TrainPairs(Dataset):
 
 
 class FixedPairs(Dataset):
-    """Every (content, style) combination of the held-out images, in a fixed order."""
+    """(content, style) combinations of the held-out images in a fixed order that spreads the
+    first pairs over contents and styles (diagonals of the content x style grid)."""
 
     def __init__(self, content: Dataset, style: Dataset, max_pairs: int) -> None:
-        pairs = [(c, s) for c in range(len(content)) for s in range(len(style))]
+        nc, ns = len(content), len(style)
+        pairs = sorted(((c, s) for c in range(nc) for s in range(ns)),
+                       key=lambda cs: ((cs[1] - cs[0]) % ns, cs[0]))
         self.pairs = pairs[:max_pairs]
         self.content, self.style = content, style
 
@@ -100,6 +106,8 @@ class StyleDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         bundled_load_size: int = 160,
         bundled_crop_size: int = 128,
+        bundled_styles: Sequence[str] = ("textures",),
+        procedural_styles: int = 48,
         samples_per_epoch: int = 10000,
         val_images: int = 2,
         val_pairs: int = 4,
@@ -125,9 +133,13 @@ class StyleDataModule(pl.LightningDataModule):
         if self.bundled:
             log.info("style_transfer data: bundled scikit-image samples (%d px crops); set "
                      "data.content_dir and data.style_dir for real training", self.crop_size)
-            load = lambda names: [skimage_image(n) for n in names]  # noqa: E731
+            load = lambda names: [bundled_image(n) for n in names]  # noqa: E731
             c_train, c_val = load(BUNDLED_CONTENT_TRAIN), load(BUNDLED_CONTENT_VAL)
-            s_train, s_val = load(BUNDLED_STYLE_TRAIN), load(BUNDLED_STYLE_VAL)
+            kinds = list(hp.bundled_styles)
+            s_train = bundled_styles(kinds, train=True, procedural=hp.procedural_styles, seed=hp.seed)
+            s_val = bundled_styles(kinds, train=False, procedural=hp.procedural_styles, seed=hp.seed)
+            log.info("style_transfer data: %d bundled content photos, %d style images (%s)",
+                     len(c_train), len(s_train), ", ".join(kinds))
             content_train, content_val = PILListDataset(c_train, t_train), PILListDataset(c_val, t_eval)
             style_train, style_val = PILListDataset(s_train, t_train), PILListDataset(s_val, t_eval)
         else:

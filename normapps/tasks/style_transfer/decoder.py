@@ -5,7 +5,8 @@ from pathlib import Path
 
 from torch import nn
 
-from normapps.tasks.style_transfer.vgg import conv3x3, load_convs, read_state_dict
+from normapps.tasks.style_transfer.encoder_sources import load_convs, read_state_dict
+from normapps.tasks.style_transfer.vgg import conv3x3
 
 # Stages from relu4_1 (512 ch, 1/8 size) back to RGB; an upsampling follows every stage but the last.
 _STAGES = (((512, 256),), ((256, 256), (256, 256), (256, 256), (256, 128)),

@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
-from normapps.platform.checkpoint import load_module
+from normapps.platform.checkpoint import load_module, safe_load
+from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
+from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
+                                                        load_decoder_file)
+from normapps.tasks.style_transfer import network_cache
+from normapps.tasks.style_transfer.network_cache import file_key
 from normapps.tasks.style_transfer.stylize import METHODS, Stylizer, check_precision
-from normapps.tasks.style_transfer.vgg import VGGEncoder, load_public_encoder
+from normapps.tasks.style_transfer.vgg import (ENCODER_STRIDE, EncoderInfo, VGGEncoder, build_encoder,
+                                               check_pairing, load_public_encoder)
+from normapps.weights import WeightError, get_entry, locate, sha256_of, status
 
 log = logging.getLogger(__name__)
 
@@ -32,68 +40,184 @@ def _as_list(value) -> list:
     return [value]
 
 
+# The encoder halves the image three times before relu4_1 and reflection-pads every level: a
+# shorter side under this fails inside torch's padding.
+MIN_SIDE = 16
+
+
+def _side_check(img: Image.Image, name: str, size_key: str, size: int) -> None:
+    if size == 0 and min(img.size) < MIN_SIDE:
+        raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} px: at its original size ({size_key}=0) "
+                         f"the shorter side must be >= {MIN_SIDE}; pass {size_key}=N (N >= {MIN_SIDE})")
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        return img.size
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check every option and input file; return the parsed options. Cheap, runs first."""
-    alpha = float(cfg.alpha)
+    alpha = float_option(cfg, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
-    check_precision(cfg.precision, compile=bool(cfg.get("compile", False)))
-    styles = [str(s) for s in _as_list(cfg.style)]
+    check_precision(cfg.precision, compile=bool_option(cfg, "compile"))
+    for key in ("preserve_color", "channels_last"):
+        bool_option(cfg, key)
+    bool_option(cfg, "unbiased", allow_none=True)
+    styles = [as_text("style", s) for s in _as_list(cfg.style)]
     if not styles:
         raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")
-    weights = [float(w) for w in _as_list(cfg.style_weights)] or None
+    weights = [as_float(f"style_weights[{i}]", w, min=0.0)
+               for i, w in enumerate(_as_list(cfg.style_weights))] or None
     if weights is not None:
         if len(weights) != len(styles):
             raise ValueError(f"style_weights has {len(weights)} values for {len(styles)} styles")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
+        if sum(weights) <= 0:
             raise ValueError(f"style_weights={weights}: need non-negative values with a positive sum")
-    if cfg.mask is not None:
+    mask_path = text_option(cfg, "mask", allow_none=True)
+    if mask_path is not None:
         if len(styles) != 2:
             raise ValueError(f"mask needs exactly two styles (style=[a,b]), got {len(styles)}")
         if weights is not None:
             raise ValueError("style_weights cannot be combined with mask (the mask decides the mix)")
-    for key in ("content_size", "style_size", "batch_size"):
-        if int(cfg[key]) < (1 if key == "batch_size" else 0):
-            raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
+    sizes = {key: int_option(cfg, key, min=0) for key in ("content_size", "style_size")}
+    for key, size in sizes.items():
+        if 0 < size < MIN_SIDE:
+            raise ValueError(f"{key}={size}: must be 0 (original size) or >= {MIN_SIDE}")
+    int_option(cfg, "batch_size", min=1)
+    tile = int_option(cfg, "tile_size", min=0)
+    if tile and (tile < 64 or tile % ENCODER_STRIDE):  # the Stylizer's rule, checked before loading
+        raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {ENCODER_STRIDE} >= 64")
 
-    has_public = cfg.encoder_weights is not None or cfg.decoder_weights is not None
-    if cfg.ckpt_path and has_public:
-        raise ValueError("give either ckpt_path or encoder_weights+decoder_weights, not both")
-    if not cfg.ckpt_path and not (cfg.encoder_weights and cfg.decoder_weights):
-        raise ValueError("weights needed: ckpt_path=<checkpoint of this project> or "
-                         "encoder_weights=<vgg_normalised.pth> decoder_weights=<decoder.pth>")
     for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
-        if cfg[key] and not Path(cfg[key]).is_file():
-            raise FileNotFoundError(f"{key}: no such file {cfg[key]}")
+        text_option(cfg, key, allow_none=True)  # an empty value is no file (it was ignored)
+    plan = plan_weights(cfg)
 
     # Inputs: a single bad file is an error naming it; bad files in folders/globs are skipped.
-    content_spec = str(cfg.content)
+    content_spec = text_option(cfg, "content")
     contents = list_images(content_spec)
     skipped: list[str] = []
     if Path(content_spec).is_file():
-        load_image(contents[0])
+        _side_check(load_image(contents[0]), f"content={contents[0]}", "content_size", sizes["content_size"])
     else:
         found, contents = contents, readable_images(contents)
         skipped = [str(p) for p in found if p not in set(contents)]
+        if sizes["content_size"] == 0:  # too small to encode at their original size: skipped
+            small = [p for p in contents if min(_header_size(p)) < MIN_SIDE]
+            for p in small:
+                warnings.warn(f"skipping {p}: shorter side under {MIN_SIDE} px at content_size=0")
+            skipped += [str(p) for p in small]
+            contents = [p for p in contents if p not in set(small)]
         if not contents:
             raise ValueError(f"content={content_spec}: no readable images")
     style_images = [load_image(s) for s in styles]
-    mask = load_image(cfg.mask).convert("L") if cfg.mask is not None else None
+    for path, img in zip(styles, style_images):
+        _side_check(img, f"style={path}", "style_size", sizes["style_size"])
+    mask = load_image(mask_path).convert("L") if mask_path is not None else None
     return {"alpha": alpha, "styles": styles, "style_images": style_images, "weights": weights,
-            "contents": contents, "mask": mask, "skipped": skipped}
+            "contents": contents, "mask": mask, "skipped": skipped, "plan": plan}
 
 
-def load_networks(cfg: DictConfig) -> tuple[VGGEncoder, Decoder, bool]:
+@dataclass
+class WeightsPlan:
+    """Which networks infer.py will load, decided (and the files checked) before any work."""
+    kind: str  # checkpoint | decoder_file | public | shipped
+    decoder: Path | None = None
+    encoder: Path | None = None
+    label: str = ""
+
+
+def plan_weights(cfg: DictConfig) -> WeightsPlan:
+    """ckpt_path, or decoder_weights (+ encoder_weights), or the shipped decoder; each file
+    must exist, and a decoder file of this project must pair with the encoder given."""
+    if cfg.ckpt_path and (cfg.encoder_weights or cfg.decoder_weights):
+        raise ValueError("give either ckpt_path or encoder_weights+decoder_weights, not both")
+    for key in ("ckpt_path", "encoder_weights", "decoder_weights"):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"{key}: no such file {cfg[key]}")
     if cfg.ckpt_path:
-        module = load_module(cfg.ckpt_path, expected_task="style_transfer")
+        return WeightsPlan("checkpoint", decoder=Path(cfg.ckpt_path),
+                           label=f"checkpoint {cfg.ckpt_path}")
+    if cfg.encoder_weights and not cfg.decoder_weights:
+        raise ValueError("encoder_weights needs decoder_weights=<a decoder trained with that "
+                         "encoder> (or give neither to use the shipped decoder)")
+    if cfg.decoder_weights:
+        path = Path(cfg.decoder_weights)
+        payload = safe_load(path)
+        if is_decoder_file(payload):
+            _, needs, _ = load_decoder_file(path, payload)
+            if cfg.encoder_weights:
+                given = public_encoder_info(Path(cfg.encoder_weights))
+                check_pairing(needs, given, what=f"decoder_weights={path}")
+            else:
+                check_encoder_source(needs, what=f"decoder_weights={path}")
+            return WeightsPlan("decoder_file", decoder=path,
+                               encoder=Path(cfg.encoder_weights) if cfg.encoder_weights else None,
+                               label=f"decoder file {path}")
+        if not cfg.encoder_weights:
+            raise ValueError(f"decoder_weights={path} is a plain decoder state dict (e.g. the "
+                             f"public decoder.pth): give its encoder too, encoder_weights=<vgg_normalised.pth>")
+        return WeightsPlan("public", decoder=path, encoder=Path(cfg.encoder_weights),
+                           label=f"public release files {cfg.encoder_weights} + {path}")
+    try:
+        path = locate(SHIPPED_DECODER)
+    except (WeightError, KeyError) as err:
+        raise ValueError(f"weights needed: ckpt_path=<checkpoint of this project>, "
+                         f"decoder_weights=<decoder file>, or the shipped decoder ({err})") from err
+    _, needs, _ = load_decoder_file(path)
+    check_encoder_source(needs, what=f"the shipped decoder {SHIPPED_DECODER}")
+    return WeightsPlan("shipped", decoder=path,
+                       label=f"shipped decoder {SHIPPED_DECODER} ({get_entry(SHIPPED_DECODER).description})")
+
+
+def public_encoder_info(path: Path) -> EncoderInfo:
+    return EncoderInfo(arch="vgg19", source="public", entry="vgg19_normalised",
+                       sha256=sha256_of(path), padding="reflect", actnorm=False)
+
+
+def check_encoder_source(needs: EncoderInfo, *, what: str) -> None:
+    """The encoder a decoder file needs must be on this machine, with the recorded checksum."""
+    if needs.entry is None:
+        return
+    if get_entry(needs.entry).kind == "user":
+        raise ValueError(f"{what} needs the encoder file of {needs.entry}: pass "
+                         f"encoder_weights=<{get_entry(needs.entry).filename}>")
+    ok, where = status(needs.entry)
+    if not ok:
+        raise ValueError(f"{what} needs the encoder {needs.entry}, which is not available: {where}")
+    actual = sha256_of(Path(where))
+    if needs.sha256 and actual != needs.sha256:
+        raise ValueError(f"{what} was trained with {needs.entry} of sha256 {needs.sha256[:12]}, "
+                         f"but {where} has sha256 {actual[:12]}")
+
+
+def load_networks(cfg: DictConfig, plan: WeightsPlan | None = None) -> tuple[VGGEncoder, Decoder, bool]:
+    plan = plan or plan_weights(cfg)
+    key = ("adain", plan.kind, file_key(plan.decoder), file_key(plan.encoder))
+    return network_cache.cached(key, lambda: _load_networks(plan))
+
+
+def _load_networks(plan: WeightsPlan) -> tuple[VGGEncoder, Decoder, bool]:
+    if plan.kind == "checkpoint":
+        module = load_module(plan.decoder, expected_task="style_transfer")
         unbiased = bool(module.hparams.get("unbiased", True))
         return module.encoder, module.decoder, unbiased
-    encoder, decoder = VGGEncoder(), Decoder()
-    load_public_encoder(encoder, cfg.encoder_weights)
-    load_public_decoder(decoder, cfg.decoder_weights)
-    return encoder, decoder, True
+    if plan.kind == "public":
+        encoder, decoder = VGGEncoder(), Decoder()
+        load_public_encoder(encoder, plan.encoder)
+        load_public_decoder(decoder, plan.decoder)
+        encoder.info = public_encoder_info(plan.encoder)
+        return encoder, decoder, True
+    decoder, needs, extra = load_decoder_file(plan.decoder)
+    if plan.encoder is not None:
+        encoder, _ = build_encoder(weights="public", path=str(plan.encoder), actnorm=False)
+    else:
+        encoder, _ = build_encoder(info=needs.to_dict(), download=False)
+    check_pairing(needs, encoder.info, what=plan.label)
+    return encoder, decoder, bool(extra.get("unbiased", True))
 
 
 def resize_shorter(img: Image.Image, size: int) -> Image.Image:
@@ -150,8 +274,15 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[str]):
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    from normapps.tasks.style_transfer import cin_infer
+
+    if cfg.method in cin_infer.CIN_METHODS:  # method=cin / arbitrary_cin: their own pipelines
+        return cin_infer.run(cfg, device=device, output_dir=output_dir)
     opts = validate(cfg)
-    encoder, decoder, unbiased = load_networks(cfg)
+    cin_infer.refuse_cin_checkpoint_for_adain(cfg)
+    plan = opts["plan"]
+    log.info("style_transfer weights: %s", plan.label)
+    encoder, decoder, unbiased = load_networks(cfg, plan)
     if cfg.get("unbiased") is not None:
         unbiased = bool(cfg.unbiased)
     stylizer = Stylizer(encoder, decoder, device=device, precision=cfg.precision,
@@ -198,6 +329,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "num_images": n_images,
         "skipped": skipped,
         "method": cfg.method,
+        "weights": plan.label,
+        "encoder": encoder.info.describe() if hasattr(encoder, "info") else None,
         "precision": stylizer.precision_name,
         "int8_calibration_s": calibration_s,
         "seconds": round(seconds, 3),

@@ -1,17 +1,23 @@
 """LightningModule that trains the AdaIN decoder against a frozen VGG encoder."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from normapps.norm import adain
 from normapps.platform.logging import log_image
+from normapps.platform.checkpoint import META_KEY
 from normapps.platform.module import NormappsModule
 from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.losses import content_loss, style_loss
-from normapps.tasks.style_transfer.vgg import build_encoder
+from normapps.tasks.style_transfer.decoder_file import load_decoder_file, resolve_decoder_file
+from normapps.tasks.style_transfer.vgg import EncoderInfo, build_encoder, check_pairing
+
+log = logging.getLogger(__name__)
 
 
 def sample_grid(content: torch.Tensor, style: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -32,29 +38,65 @@ class StyleTransferModule(NormappsModule):
         encoder: dict[str, Any] | None = None,
         content_weight: float = 1.0,
         style_weight: float = 10.0,
+        identity_weight: float = 0.0,
         lr: float = 1e-4,
         lr_decay: float = 5e-5,
         unbiased: bool = True,
         eps: float = 1e-5,
         max_logged_samples: int = 4,
         channels_last: bool = True,
+        decoder_init: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         enc_cfg = dict(encoder or {})
+        init = None
+        if decoder_init:
+            # Fine-tune a trained decoder: its file says which encoder it needs, and that
+            # encoder is rebuilt exactly (an explicit other encoder is refused below).
+            init = load_decoder_file(resolve_decoder_file(decoder_init))
+            if enc_cfg.get("weights", "auto") == "auto":
+                enc_cfg["info"] = init[1].to_dict()
         self.encoder, self.encoder_source = build_encoder(
-            weights=enc_cfg.get("weights", "auto"), path=enc_cfg.get("path"))
+            weights=enc_cfg.get("weights", "auto"), path=enc_cfg.get("path"),
+            arch=enc_cfg.get("arch", "auto"), padding=enc_cfg.get("padding", "reflect"),
+            actnorm=enc_cfg.get("actnorm", True), download=enc_cfg.get("download", True),
+            info=enc_cfg.get("info"))
+        log.info("style_transfer encoder: %s", self.encoder.info.describe())
         self.decoder = Decoder()
+        if init is not None:
+            check_pairing(init[1], self.encoder.info, what=f"model.decoder_init={decoder_init}")
+            self.decoder.load_state_dict(init[0].state_dict())
+            log.info("style_transfer: fine-tuning the decoder %s", decoder_init)
+        else:
+            log.info("style_transfer: training the decoder from scratch")
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    @property
+    def encoder_info(self) -> EncoderInfo:
+        return self.encoder.info
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # Which encoder the decoder was trained against: inference refuses any other one.
+        checkpoint[META_KEY]["encoder"] = self.encoder.info.to_dict()
 
     @classmethod
     def from_checkpoint_dict(cls, checkpoint: dict[str, Any]) -> "StyleTransferModule":
         # The encoder's weights are in the checkpoint: do not look for the original source.
         hp = dict(checkpoint.get("hyper_parameters", {}))
-        hp["encoder"] = {**dict(hp.get("encoder") or {}), "weights": "checkpoint"}
+        # Checkpoints from before VGG-16 support hold a VGG-19 and carry no encoder record.
+        recorded = dict((checkpoint.get(META_KEY) or {}).get("encoder") or {"arch": "vgg19"})
+        enc = dict(hp.get("encoder") or {})
+        enc.update(weights="checkpoint", arch=recorded.get("arch", "vgg19"),
+                   padding=recorded.get("padding", enc.get("padding", "reflect")), info=None)
+        hp["encoder"] = enc
+        hp["decoder_init"] = None  # the decoder's weights are in the checkpoint
         module = cls(**hp)
         module.load_state_dict(checkpoint["state_dict"])
+        if recorded.get("source"):
+            module.encoder.info = EncoderInfo.from_dict(recorded)
         return module
 
     def train(self, mode: bool = True):
@@ -84,6 +126,14 @@ class StyleTransferModule(NormappsModule):
         loss_c = content_loss(out_feats[-1], target)
         loss_s = style_loss(out_feats, style_feats, eps=hp.eps, unbiased=hp.unbiased)
         loss = hp.content_weight * loss_c + hp.style_weight * loss_s
+        if hp.get("identity_weight", 0.0) > 0:
+            # Identity loss (Park & Lee 2019, SANet): decoding an image's own features gives the
+            # image back. It teaches the decoder to invert the encoder directly, which the
+            # content loss alone does slowly, so short runs on small data keep content structure.
+            images = torch.cat([content, style], dim=0)
+            with torch.no_grad():
+                own = self.encoder(self._prep(images))
+            loss = loss + hp.identity_weight * F.mse_loss(self.decoder(own).float(), images.float())
         return loss, loss_c, loss_s, output
 
     def training_step(self, batch, batch_idx):

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from normapps.norm import adain_from_stats, calc_mean_std, wct
+from normapps.platform.compile import compile_frozen
+from normapps.platform.hardware import cpu_has_native_bf16, cpu_has_vnni
 from normapps.tasks.style_transfer.decoder import DECODER_MARGIN, DECODER_SCALE
 from normapps.tasks.style_transfer.tiling import tiled_apply
 from normapps.tasks.style_transfer.vgg import ENCODER_MARGIN, ENCODER_STRIDE
@@ -58,25 +60,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else None
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them oneDNN emulates bf16 and autocast runs ~2x *slower*
-    than fp32 (measured on a Cascade Lake Xeon), so ``auto`` stays in fp32 there."""
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def compile_frozen(module: nn.Module):
-    """torch.compile with Inductor's freezing: weights become constants, so oneDNN convolutions
-    get pre-packed weights and fused ReLUs. Compilation takes a minute or more and recurs per
-    input shape; on a 2-core CPU it measured only 1.1x over eager channels_last
-    (scripts/bench_style.py), since the convolutions already run in oneDNN."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    return torch.compile(module, dynamic=False)
 
 
 def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -130,7 +113,7 @@ class Stylizer:
         """Quantize encoder and decoder to int8 (per-channel weights, histogram-calibrated
         activations) from ``contents`` (each (N, 3, H, W)) and the decoder inputs they give with
         ``styles``. Styles stay encoded in fp32, so their statistics lose nothing."""
-        from normapps.tasks.quantization.ptq import cpu_has_vnni, quantize_fx
+        from normapps.tasks.quantization.ptq import quantize_fx
 
         if not self.int8:
             raise RuntimeError("calibrate_int8 needs a Stylizer built with precision='int8'")

