@@ -293,9 +293,9 @@ class ArbitraryCINModule(_PerceptualModule):
         content_layer: str = "relu3_1",
         style_loss: str = "gram",
         content_weight: float = 1.0,
-        style_weight: float = 1000.0,
+        style_weight: float = 10000.0,
         tv_weight: float = 0.0,
-        lr: float = 1e-4,
+        lr: float = 1e-5,
         max_logged_samples: int = 4,
         channels_last: bool = True,
     ) -> None:
