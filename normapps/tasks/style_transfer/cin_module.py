@@ -126,6 +126,8 @@ class CINStyleModule(_PerceptualModule):
     into the checkpoint's hyper-parameters); given, they must match the data.
     ``init=multistyle26`` starts the convolutions from the packaged 26-style network (and every
     style's (gamma, beta) from the mean of its 26 rows); ``random`` trains from scratch.
+    ``conv_lr_scale`` scales the convolutions' learning rate (0 freezes them: the styles are
+    learned through their (gamma, beta) alone).
     """
 
     def __init__(
@@ -144,12 +146,15 @@ class CINStyleModule(_PerceptualModule):
         style_weight: float = 3000.0,
         tv_weight: float = 0.0,
         style_size: int | None = None,
-        lr: float = 3e-3,
-        max_logged_samples: int = 4,
+        lr: float = 1e-2,
+        conv_lr_scale: float = 0.0,
+        max_logged_samples: int = 8,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if conv_lr_scale < 0:
+            raise ValueError(f"model.conv_lr_scale={conv_lr_scale} must be >= 0 (0 freezes the convolutions)")
         if init not in ("random", "multistyle26", "checkpoint"):
             raise ValueError(f"model.init={init!r}: expected random | multistyle26")
         self._check_loss_options()
@@ -223,6 +228,24 @@ class CINStyleModule(_PerceptualModule):
     def trainable(self) -> list[nn.Parameter]:
         return list(self.transformer.parameters())
 
+    def configure_optimizers(self):
+        # The styles' (gamma, beta) tables at lr, the shared convolutions at lr * conv_lr_scale:
+        # as Dumoulin et al. show, a trained network learns new styles through the tables alone
+        # (conv_lr_scale=0), and a small scale keeps pretrained filters while adapting them.
+        hp = self.hparams
+        tables = [p for n in self.transformer.norms for p in n.parameters()]
+        convs = [p for c in self.transformer.convs() for p in c.parameters()]
+        groups = [{"params": tables, "lr": hp.lr}]
+        if hp.conv_lr_scale > 0:
+            groups.append({"params": convs, "lr": hp.lr * hp.conv_lr_scale})
+        else:
+            for p in convs:
+                p.requires_grad_(False)
+            if hp.init == "random":
+                log.warning("model=cin: init=random with conv_lr_scale=0 keeps random convolutions; "
+                            "train them with model.conv_lr_scale=1 (experiment=cin_scratch)")
+        return torch.optim.Adam(groups)
+
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.transformer(self._prep(content), style)
 
@@ -270,9 +293,9 @@ class ArbitraryCINModule(_PerceptualModule):
         content_layer: str = "relu3_1",
         style_loss: str = "gram",
         content_weight: float = 1.0,
-        style_weight: float = 1000.0,
+        style_weight: float = 10000.0,
         tv_weight: float = 0.0,
-        lr: float = 1e-4,
+        lr: float = 1e-5,
         max_logged_samples: int = 4,
         channels_last: bool = True,
     ) -> None:
