@@ -27,7 +27,8 @@ def _fid_key(metrics: dict) -> str:
 
 def _best_logged(run: Path, key: str) -> float:
     best = math.inf
-    for path in run.glob("csv/**/metrics.csv"):
+    # metrics.<n>.csv: the earlier parts of a resumed run (normapps.platform.logging keeps them)
+    for path in run.glob("csv/**/metrics*.csv"):
         with path.open() as fh:
             for row in csv.DictReader(fh):
                 if row.get(key):
