@@ -63,7 +63,7 @@ def figure(rows: list[dict], *, title: str | None = None):
     acc_ax.set_xlim(max(0.0, 100 * lo - 5), 100)
     acc_ax.set_yticks(y, names, fontsize=8)
     acc_ax.set_xlabel("test accuracy (%)")
-    acc_ax.legend(fontsize=7, loc="lower left")
+    acc_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 4 else -0.2), ncol=2)
     for ax, key, bs in ((bs1_ax, "speedup_bs1", 1), (bs64_ax, "speedup_bs64", 64)):
         vals = [r[key] for r in rows]
         ax.barh(y, vals, color="tab:orange")
