@@ -103,7 +103,6 @@ def _cfg(inputs, tmp_path, **over):
     ({"method": "gatys"}, "method"),
     ({"precision": "int4"}, "precision='int4'"),
     ({"precision": "int8", "compile": True}, "do not combine"),
-    ({"ckpt_path": None}, "weights needed"),
     ({"encoder_weights": "x.pth"}, "not both"),
     ({"content": "CONTENT_BAD"}, "not an image|cannot read image"),
     ({"style": "BAD_STYLE"}, "bad_style.jpg"),
