@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normapps.models import CLASSIFIER_ARCHS, build_classifier
+from normapps.norm import ACTIVATION_NORM_KINDS, NORM_LAYER_TYPES
 from normapps.platform.module import NormappsModule
 from normapps.platform.options import as_choice, as_float, as_int
 
@@ -17,10 +18,8 @@ SCHEDULERS = ("cosine", "none")
 
 
 def first_norm_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
-    norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-                  nn.modules.instancenorm._InstanceNorm)
     for name, module in model.named_modules():
-        if isinstance(module, norm_types) or type(module).__name__ in ("BatchWhitening", "IterNorm"):
+        if isinstance(module, NORM_LAYER_TYPES):
             return name, module
     return None
 
@@ -63,11 +62,9 @@ class ClassificationModule(NormappsModule):
     def check_args(cls, args: Mapping[str, Any], *, prefix: str = "model") -> None:
         """Ranges and choices of the hyper-parameters in ``args`` (any subset), named
         ``<prefix>.<key>``; train.py's preflight calls it before anything is built."""
-        from normapps.norm import norm_kinds
-
         checks = {
             "arch": lambda k, v: as_choice(k, v, CLASSIFIER_ARCHS),
-            "norm": lambda k, v: v if callable(v) else as_choice(k, v, norm_kinds()),
+            "norm": lambda k, v: v if callable(v) else as_choice(k, v, ACTIVATION_NORM_KINDS),
             "num_classes": lambda k, v: as_int(k, v, min=2),
             "in_channels": lambda k, v: as_int(k, v, min=1),
             "width": lambda k, v: as_int(k, v, min=1, allow_none=True),
