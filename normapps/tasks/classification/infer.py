@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
 from normapps.platform.options import int_option, text_option
-from normapps.tasks.classification.predict import classify_folder
+from normapps.platform.predict import classify_folder
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     requested = int_option(cfg, "image_size", min=1, allow_none=True)
     batch_size = int_option(cfg, "batch_size", min=1)
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
-    module = load_module(ckpt_path, expected_task="classification")
+    module = load_module(ckpt_path, expected_network="classifier")
     size = pick_image_size(requested, trained_image_size(module))
     result = classify_folder(module.net, spec, image_size=size,
                              channels=module.hparams.in_channels, output_dir=output_dir,

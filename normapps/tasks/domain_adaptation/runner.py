@@ -80,7 +80,7 @@ def train_source(cfg: DictConfig, ctx: RunContext, datamodule, *, norm: str,
                  stage: str | None) -> tuple[Any, dict, dict]:
     """The source classifier: fit + test (best checkpoint), or load ``source_ckpt``."""
     if cfg.get("source_ckpt"):
-        module = load_module(cfg.source_ckpt, expected_task="classification")
+        module = load_module(cfg.source_ckpt, expected_network="classifier")
         datamodule.setup("test")
         return module, {}, {"best_checkpoint": str(cfg.source_ckpt), "last_checkpoint": None}
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

@@ -13,7 +13,7 @@ from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
 from normapps.platform.options import int_option, text_option
 from normapps.platform.profiling import count_flops, count_parameters
-from normapps.tasks.classification.predict import classify_folder
+from normapps.platform.predict import classify_folder
 from normapps.tasks.slimming.prune import bn_widths
 
 
