@@ -13,6 +13,18 @@ from torch import nn
 
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.inference import require_finite
+from normapps.platform.options import int_option, text_option
+
+
+def image_infer_options(cfg, *, ckpt_hint: str) -> tuple[str, str, int]:
+    """``(ckpt_path, input, batch_size)`` of an infer run over images, checked before anything
+    loads; ``ckpt_hint`` says which file ``ckpt_path`` should be."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError(f"ckpt_path is required: {ckpt_hint}")
+    ckpt_path = text_option(cfg, "ckpt_path")
+    if cfg.get("input") is None:
+        raise ValueError("input is required: an image file, folder or glob")
+    return ckpt_path, text_option(cfg, "input"), int_option(cfg, "batch_size", min=1)
 
 
 @torch.inference_mode()
