@@ -99,3 +99,32 @@ def test_fx_int8_from_the_platform_matches_float():
     ref, out = net(x), q(x)
     assert any("quantized" in type(m).__module__ for m in q.modules())
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+def test_load_or_fit_takes_any_classifier_checkpoint_as_the_source(tiny_checkpoints):
+    """The platform's "load source_ckpt or fit" (domain adaptation, quantization): a pruned
+    slimming checkpoint is a classifier source; a GAN one is refused before anything is fit."""
+    from normapps.platform.runner import load_or_fit
+
+    class NoFit:  # a loaded source must not build or fit anything
+        def build_module(self, *a, **k):
+            raise AssertionError("fit although source_ckpt was given")
+
+        build_trainer = build_module
+
+    cfg = OmegaConf.create({"source_ckpt": str(tiny_checkpoints["slimming"])})
+    module, metrics, paths = load_or_fit(cfg, NoFit(), None, network="classifier")
+    assert type(module).__name__ == "SlimmingModule" and metrics == {}
+    assert paths == {"best_checkpoint": str(tiny_checkpoints["slimming"]), "last_checkpoint": None}
+    with pytest.raises(CheckpointError, match="holds a 'gan' network"):
+        load_or_fit(OmegaConf.create({"source_ckpt": str(tiny_checkpoints["gan"])}), NoFit(), None,
+                    network="classifier")
+    with pytest.raises(ValueError, match="after_fit"):
+        load_or_fit(cfg, NoFit(), None, network="classifier", after_fit="later")
+
+
+def test_trainer_device_is_the_cpu_without_a_gpu():
+    from normapps.platform.hardware import trainer_device
+
+    assert trainer_device("cpu").type == "cpu"
+    assert trainer_device("gpu").type == ("cuda" if torch.cuda.is_available() else "cpu")
