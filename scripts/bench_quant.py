@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     set_int8_engine()
 
-    module = load_module(args.ckpt, expected_task="classification")
+    module = load_module(args.ckpt, expected_network="classifier")
     hp = dict(module.hparams)
     arch = arch_hparams(hp)
     net = module.net.eval()

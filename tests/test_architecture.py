@@ -138,3 +138,16 @@ def test_the_checker_allows_what_the_rules_allow(tmp_path):
         "normapps/demo/x.py": "from normapps.tasks.a.x import f\n",
     })
     assert violations(root, read_rules()) == []
+
+
+def test_scripts_import_the_installed_package():
+    """scripts/ run against the installed normapps (pip install -e .), never a path they patch in."""
+    offenders = []
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("insert", "append", "extend")
+                    and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "path"
+                    and isinstance(node.func.value.value, ast.Name) and node.func.value.value.id == "sys"):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

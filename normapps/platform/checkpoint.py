@@ -143,6 +143,16 @@ def resolve_entry(meta: dict[str, Any], path: str | Path = "") -> registry.Modul
     return entry
 
 
+def require_network(path: str | Path, network: str, option: str) -> registry.ModuleEntry:
+    """The registry entry of the checkpoint at ``path`` (loaded safely, not rebuilt), refused
+    with a message naming ``option`` unless it holds a ``network`` (whichever task wrote it)."""
+    entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
+    if entry.network != network:
+        raise CheckpointError(f"{option}={path} holds a {entry.network!r} network (task {entry.task}), "
+                              f"but this run needs a {network!r}")
+    return entry
+
+
 def load_module(path: str | Path, *, expected_task: str | None = None,
                 expected_network: str | None = None, map_location="cpu"):
     """Rebuild the LightningModule that wrote ``path`` (safely) and return it in eval mode.
