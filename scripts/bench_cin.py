@@ -182,7 +182,9 @@ def bench_int8_convolutions(size: int, reps: int) -> list[dict]:
     channels) in int8 (x86 quantized kernels, quantize/dequantize included) vs fp32 channels_last."""
     import torch.ao.nn.quantized as nnq
 
-    torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+    from normapps.platform.int8 import set_int8_engine
+
+    set_int8_engine()
     shapes = [("contract 9x9 3->32", 3, 32, 9, 1, size), ("contract 3x3/2 32->32", 32, 32, 3, 2, size),
               ("residual 3x3 32->32", 32, 32, 3, 1, size // 4), ("expand 3x3 8->4", 8, 4, 3, 1, size),
               ("output 9x9 4->3", 4, 3, 9, 1, size)]

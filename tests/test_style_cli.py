@@ -116,6 +116,21 @@ def test_bad_inputs_are_named_before_any_work(inputs, tmp_path, over, match):
         validate(_cfg(inputs, tmp_path, **over))
 
 
+def test_int8_on_a_gpu_is_refused_with_the_other_options_before_weights_load(inputs, tmp_path, monkeypatch):
+    """precision, device, tile size and method are checked together, before any network loads."""
+    import torch
+
+    from normapps.tasks.style_transfer import infer as style_infer
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights loaded before the options were checked")
+
+    monkeypatch.setattr(style_infer, "load_networks", no_weights)
+    with pytest.raises(ValueError, match="CPU only"):
+        style_infer.run(_cfg(inputs, tmp_path, precision="int8"), device=torch.device("cuda"),
+                        output_dir=tmp_path)
+
+
 def test_folder_with_a_bad_file_warns_and_skips(inputs, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         opts = validate(_cfg(inputs, tmp_path, content=str(inputs["folder"])))

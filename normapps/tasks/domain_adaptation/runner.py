@@ -26,10 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from normapps.data.shifts import SYNTHETIC_SHIFTS, apply_shift
 from normapps.norm import bn_modules
-from normapps.platform.checkpoint import load_module
 from normapps.platform.context import RunContext
+from normapps.platform.hardware import trainer_device
 from normapps.platform.plots import new_figure, save_figure
-from normapps.platform.runner import checkpoint_paths, logged_metrics
+from normapps.platform.runner import load_or_fit
 from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.domain_adaptation.common import error_rate, predict_logits
 from normapps.tasks.domain_adaptation.methods import (
@@ -72,28 +72,19 @@ def resolve_norms(cfg: DictConfig) -> list[str]:
 
 
 def pick_device(cfg: DictConfig) -> torch.device:
-    accel = str(cfg.trainer.get("accelerator", "cpu"))
-    return torch.device("cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+    return trainer_device(cfg.trainer.get("accelerator", "cpu"))
 
 
 def train_source(cfg: DictConfig, ctx: RunContext, datamodule, *, norm: str,
                  stage: str | None) -> tuple[Any, dict, dict]:
-    """The source classifier: fit + test (best checkpoint), or load ``source_ckpt``."""
-    if cfg.get("source_ckpt"):
-        module = load_module(cfg.source_ckpt, expected_task="classification")
-        datamodule.setup("test")
-        return module, {}, {"best_checkpoint": str(cfg.source_ckpt), "last_checkpoint": None}
+    """The source classifier: fit + test (best checkpoint), or load ``source_ckpt`` (any
+    checkpoint holding a classifier)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["norm"] = norm
-    module = ctx.build_module(OmegaConf.create(model_cfg))
-    trainer = ctx.build_trainer(stage=stage)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = logged_metrics(trainer)
-    paths = checkpoint_paths(trainer)
-    # trainer.test with ckpt_path="best" also loads the best weights into ``module``.
-    for res in trainer.test(module, datamodule=datamodule,
-                            ckpt_path="best" if paths["best_checkpoint"] else None):
-        metrics.update(res)
+    module, metrics, paths = load_or_fit(cfg, ctx, datamodule, network="classifier",
+                                         model_cfg=OmegaConf.create(model_cfg), stage=stage)
+    if cfg.get("source_ckpt"):
+        datamodule.setup("test")
     return module, metrics, paths
 
 
