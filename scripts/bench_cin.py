@@ -214,6 +214,29 @@ def bench_int8_convolutions(size: int, reps: int) -> list[dict]:
     return rows
 
 
+def figure_panels(result: dict) -> list[dict]:
+    """Images/s per path and size, one panel per method and allocator (``bench_style``'s figure).
+    Each bar says its speed against the run's reference: onnxruntime where it runs (every size
+    for ``cin``, 384 only for ``arbitrary_cin``: the shipped graph is fixed there), else fp32
+    channels_last."""
+    panels = []
+    for method in ("cin", "arbitrary_cin"):
+        rows = [r for r in result.get(method) or [] if "images_per_s" in r]
+        for allocator in dict.fromkeys(r["allocator"] for r in rows):
+            data, notes = {}, {}
+            for r in rows:
+                if r["allocator"] != allocator:
+                    continue
+                group = f"{r['size']} px"
+                data.setdefault(group, {})[r["mode"]] = r["images_per_s"]
+                notes[(group, r["mode"])] = f"{r['speed_vs_onnxruntime']:.2f}x"
+            label = "26-style CIN" if method == "cin" else "arbitrary CIN (transformer)"
+            alloc = "" if allocator == "-" else f", {allocator}"
+            panels.append({"title": f"{label}, batch {rows[0]['batch']}{alloc}", "data": data,
+                           "notes": notes, "ylabel": "images/s", "xlabel": "content size", "log_y": True})
+    return panels
+
+
 def run(methods, *, sizes, reps, device, compile_modes, batch, threads, int8_kernels) -> dict:
     torch.set_num_threads(threads)
     result = {}
