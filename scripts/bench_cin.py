@@ -232,8 +232,13 @@ def figure_panels(result: dict) -> list[dict]:
                 notes[(group, r["mode"])] = f"{r['speed_vs_onnxruntime']:.2f}x"
             label = "26-style CIN" if method == "cin" else "arbitrary CIN (transformer)"
             alloc = "" if allocator == "-" else f", {allocator}"
-            panels.append({"title": f"{label}, batch {rows[0]['batch']}{alloc}", "data": data,
-                           "notes": notes, "ylabel": "images/s", "xlabel": "content size", "log_y": True})
+            refs = ["onnxruntime" if "onnxruntime" in modes else "fp32 channels_last" for modes in data.values()]
+            if len(set(refs)) > 1:
+                ref = " / ".join(f"{r} at {g}" for g, r in zip(data, refs))
+            else:
+                ref = refs[0]
+            panels.append({"title": f"{label}, batch {rows[0]['batch']}{alloc}\n(ratio: vs {ref})", "data": data,
+                           "notes": notes, "ylabel": "images/s", "xlabel": "content size"})
     return panels
 
 

@@ -12,8 +12,8 @@ outputs clamped to [0, 1] as saved). Weights are random (He init): speed does no
 them. Training: optimizer steps/s of the task's LightningModule step (batch 4, 128 px crops).
 
 With ``--out results.json`` the results go there as JSON and a figure beside it,
-``results.png``: images/s per path and size (log scale; each bar says its speed against the
-reference path measured in the same run), one panel per method (and allocator for the CIN
+``results.png``: images/s per path and size (each bar says its speed against the reference
+path measured in the same run, the number to compare on a busy machine), one panel per method (and allocator for the CIN
 methods), training steps/s in a panel of its own. ``--wandb`` also logs the figure to an
 offline W&B run under the output's folder.
 """
@@ -191,8 +191,7 @@ def figure_panels(result: dict) -> list[dict]:
             data.setdefault(group, {})[r["mode"]] = r["images_per_s"]
             notes[(group, r["mode"])] = f"{r['speedup_vs_fp32_nchw']:.2f}x"
         panels.append({"title": f"AdaIN, batch {inference[0]['batch']} (ratio: vs fp32 NCHW)",
-                       "data": data, "notes": notes, "ylabel": "images/s", "xlabel": "content size",
-                       "log_y": True})
+                       "data": data, "notes": notes, "ylabel": "images/s", "xlabel": "content size"})
     if result.get("training"):
         panels.append({"title": f"AdaIN training, batch 4, {result['training'][0]['crop']} px crops",
                        "data": {"train step": {r["train"]: r["steps_per_s"] for r in result["training"]}},
