@@ -6,7 +6,8 @@
 ``--scale`` once multiplies every metric; once per ``--metric`` it scales each in order. Runs that
 share a cell (seeds) are averaged; the header says how many. ``--plot`` also draws one panel per
 metric, the metric against ``--cols`` with one line per ``--rows`` value (the mean; every run as
-a point where a cell holds several), and writes it beside the table: ``<out>.png`` with
+a point where a cell holds several; numeric columns largest first, as in the table, on a log
+axis when they span 8x or more), and writes it beside the table: ``<out>.png`` with
 ``--out``, else ``<sweep dir>/collect_runs.png``. ``--wandb`` logs the table and the figure to an
 offline W&B run under ``<sweep dir>/wandb`` (``wandb sync`` uploads it later).
 """
@@ -93,6 +94,11 @@ def plot_runs(runs, rows: str, cols: str, metrics: list[str], scales: list[float
 
     fig = new_figure(width=5.2 * len(metrics), height=4.0)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    # One colour, marker and dash per row value in every panel, so lines that coincide (SND 0
+    # for every batch-independent norm) stay visible.
+    row_keys = sorted({OmegaConf.select(cfg, rows) for cfg, _ in runs}, key=str)
+    style = {r: {"color": f"C{i % 10}", "marker": "osD^vP*X"[i % 8], "linestyle": ("-", "--", "-.", ":")[i % 4]}
+             for i, r in enumerate(row_keys)}
     for ax, metric, scale in zip(axes, metrics, scales):
         cells = collect_cells(runs, rows, cols, metric, scale)
         col_keys = sorted({k[1] for k in cells}, key=_col_order)
@@ -107,17 +113,19 @@ def plot_runs(runs, rows: str, cols: str, metrics: list[str], scales: list[float
             xs = [c for c in sorted(col_keys, key=lambda c: pos[c]) if _mean(cells.get((r, c), [])) is not None]
             if not xs:  # e.g. SND of a network without a norm layer
                 continue
-            line, = ax.plot([pos[c] for c in xs], [_mean(cells[(r, c)]) for c in xs],
-                            marker="o", markersize=4, label=str(r))
+            ax.plot([pos[c] for c in xs], [_mean(cells[(r, c)]) for c in xs], markersize=5,
+                    markerfacecolor="none", label=str(r), **style[r])
             for c in xs:
                 points = [v for v in cells[(r, c)] if v is not None]
                 if len(points) > 1:
-                    ax.scatter([pos[c]] * len(points), points, s=10, alpha=0.45, color=line.get_color())
+                    ax.scatter([pos[c]] * len(points), points, s=10, alpha=0.45, color=style[r]["color"])
             plotted += 1
         if log_x:
             ax.set_xscale("log", base=2)
         ax.set_xticks([pos[c] for c in col_keys], [str(c) for c in col_keys])
         ax.minorticks_off()
+        if numeric:
+            ax.invert_xaxis()  # the table's order: largest first
         ax.set_xlabel(cols)
         ax.set_ylabel(metric + (f" (x{scale:g})" if scale != 1 else ""))
         ax.set_title(f"{metric} by {cols}", fontsize=10)
