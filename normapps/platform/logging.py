@@ -30,6 +30,8 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
         elif mode in ("offline", "dryrun", "disabled"):
             cfg["offline"] = True
         Path(cfg["save_dir"]).mkdir(parents=True, exist_ok=True)
+    if cfg["_target_"].endswith("CSVLogger"):
+        keep_previous_csv(cfg)
     return [guard_finalize(instantiate(cfg))]
 
 
@@ -44,6 +46,26 @@ def script_wandb_loggers(save_dir: str | Path, *, name: str, group: str,
     if job_type:
         cfg["job_type"] = job_type
     return build_loggers(OmegaConf.create(cfg))
+
+
+def keep_previous_csv(cfg: dict) -> Path | None:
+    """Lightning's CSVLogger deletes the ``metrics.csv`` it finds in its folder, so a resumed run
+    (same run dir, ``ckpt_path=<run>/checkpoints/last.ckpt``) would lose the curves of its first
+    part. Move that file aside as ``metrics.<n>.csv`` (n = 1, 2, ... in resume order) first;
+    ``scripts/training_curves.py`` reads them all."""
+    folder = Path(cfg["save_dir"]) / str(cfg.get("name") or "lightning_logs")
+    version = cfg.get("version")
+    if version not in (None, ""):
+        folder = folder / (version if isinstance(version, str) else f"version_{version}")
+    current = folder / "metrics.csv"
+    if version is None or not current.is_file():
+        return None  # a new numbered version folder each run: nothing is deleted
+    n = 1
+    while (folder / f"metrics.{n}.csv").exists():
+        n += 1
+    kept = current.rename(folder / f"metrics.{n}.csv")
+    log.info("csv logger: kept the previous part's metrics as %s", kept)
+    return kept
 
 
 def warn_logger_failure(logger: Any, what: str, err: BaseException) -> None:
