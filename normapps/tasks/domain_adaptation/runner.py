@@ -145,7 +145,8 @@ def plot_stream(ctx: RunContext, curves: dict[tuple[str, str], torch.Tensor], st
                 *, kind: str, batch_size: int, norms: list[str]):
     """Error along a one-stream protocol (continual, mixed): one line per method, one panel
     per normalization; a continual stream's targets are shaded and named where they start."""
-    fig = new_figure(width=max(9.0, 0.6 * len(target_names) + 3), height=(4.2 if kind == "continual" else 3.4) * len(norms))
+    panel_height = 4.2 if kind == "continual" else 3.4  # continual: room for the target names on top
+    fig = new_figure(width=max(9.0, 0.6 * len(target_names) + 3), height=panel_height * len(norms))
     axes = fig.subplots(len(norms), 1, squeeze=False)[:, 0]
     n_batches = -(-len(stream.labels) // batch_size)
     per_window = 1
@@ -197,8 +198,8 @@ def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, 
         ax.set_ylabel("target error (%)")
         # continual: the targets follow one another; mixed: shuffled together (da_stream.png
         # has the error along the stream for both)
-        order = {"continual": "target, in stream order", "mixed": "target (shuffled into one stream)"}.get(stream, "target")
-        ax.set_xlabel(order)
+        ax.set_xlabel({"continual": "target, in stream order",
+                       "mixed": "target (shuffled into one stream)"}.get(stream, "target"))
         ax.set_title(f"model.norm={norm}, stream={stream}, batch size {batch_size}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2, title="method (mean %)", title_fontsize=7)
