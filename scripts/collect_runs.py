@@ -3,7 +3,8 @@
     python scripts/collect_runs.py <sweep dir> --rows model.norm --cols data.batch_size \
         --metric test/acc --scale 100 [--metric test/snd --scale 1] [--out table.md] [--plot] [--wandb]
 
-``--scale`` once multiplies every metric; once per ``--metric`` it scales each in order. Runs that
+``--scale`` once multiplies every metric; once per ``--metric`` it scales each in order. A key
+no run has or a metric no run logged is refused. Runs that
 share a cell (seeds) are averaged; the header says how many. ``--plot`` also draws one panel per
 metric, the metric against ``--cols`` with one line per ``--rows`` value (the mean; every run as
 a point where a cell holds several; numeric columns largest first, as in the table, on a log
@@ -138,6 +139,17 @@ def plot_runs(runs, rows: str, cols: str, metrics: list[str], scales: list[float
     return fig
 
 
+def check_keys(runs, *, rows: str, cols: str, metrics: list[str]) -> None:
+    """Refuse a config key no run has, or a metric no run logged (a typo would give an empty table)."""
+    for option, key in (("--rows", rows), ("--cols", cols)):
+        if all(OmegaConf.select(cfg, key) is None for cfg, _ in runs):
+            raise SystemExit(f"collect_runs: {option} {key}: no run's config.yaml has this key")
+    logged = sorted({m for _, summary in runs for m in summary.get("metrics", {})})
+    for metric in metrics:
+        if metric not in logged:
+            raise SystemExit(f"collect_runs: --metric {metric}: no run logged it; logged: {', '.join(logged)}")
+
+
 def scales_for(metrics: list[str], scales: list[float] | None) -> list[float]:
     scales = scales or [1.0]
     if len(scales) == 1:
@@ -163,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     scales = scales_for(args.metric, args.scale)
     runs = load_runs(args.sweep)
+    check_keys(runs, rows=args.rows, cols=args.cols, metrics=args.metric)
     text = "\n".join(pivot(runs, args.rows, args.cols, m, s) for m, s in zip(args.metric, scales))
     print(text)
     result: dict = {"runs": len(runs)}

@@ -74,6 +74,12 @@ def test_seeds_are_averaged_and_plotted_as_points(tmp_path):
     assert proc.returncode != 0 and "--scale is given 3 times for 1 --metric" in proc.stderr
     proc = _collect(tmp_path / "missing", "--rows", "a", "--cols", "b", "--metric", "m", check=False)
     assert proc.returncode != 0 and "does not exist" in proc.stderr
+    for args, message in ((("--rows", "model.nrom"), "--rows model.nrom: no run's config.yaml has this key"),
+                          (("--metric", "test/accuracy"), "--metric test/accuracy: no run logged it; logged: test/acc")):
+        base = {"--rows": "model.norm", "--cols": "data.batch_size", "--metric": "test/acc"}
+        base[args[0]] = args[1]
+        proc = _collect(tmp_path / "sweep", *[x for kv in base.items() for x in kv], check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("cols", [[2, 4, 8, 64], ["sgd", "adam"]])
