@@ -3,7 +3,7 @@
     python scripts/bench_slimming.py <run dir> [--threads 1 2] [--rounds 7] [--repeats 5]
 
 Every stage checkpoint listed in ``<run dir>/summary.json`` is rebuilt with weights_only loading
-(the pruned ones from their recorded widths), then all are timed in turn, round-robin, and the
+(the pruned ones from their recorded widths), BN folded, then all are timed in turn, round-robin, and the
 median per stage is printed as a Markdown table with the speedup over the first stage. OpenMP
 threads are set to wait passively (the script re-executes itself once to do so), since spinning
 threads on a shared, oversubscribed CPU inflate multi-threaded timings many-fold.
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from normapps.platform.checkpoint import load_module  # noqa: E402
 from normapps.platform.profiling import count_flops, count_parameters  # noqa: E402
 from normapps.platform.summary import markdown_table  # noqa: E402
-from normapps.tasks.slimming.report import side_by_side_latency  # noqa: E402
+from normapps.tasks.slimming.report import deployment_latency  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--nchw", action="store_true", help="time in NCHW instead of channels_last")
+    ap.add_argument("--format", choices=("best", "nchw", "channels_last"), default="best",
+                    help="memory format of the timed (BN-folded) models; best: both, the faster kept")
     args = ap.parse_args()
     summary_path = args.run_dir / "summary.json"
     if not summary_path.is_file():
@@ -54,9 +55,9 @@ def main() -> None:
     shape = (in_ch, size, size)
     rows = []
     for threads in args.threads:
-        timing = side_by_side_latency(models, shape, batch_sizes=args.batch_sizes, rounds=args.rounds,
-                                      repeats=args.repeats, threads=threads,
-                                      channels_last=not args.nchw)
+        timing = deployment_latency(models, shape, batch_sizes=args.batch_sizes, rounds=args.rounds,
+                                    repeats=args.repeats, threads=threads,
+                                    channels_last={"best": None, "nchw": False, "channels_last": True}[args.format])
         ref = next(iter(timing))
         for stage, t in timing.items():
             row = {"threads": threads, "stage": stage, "params": count_parameters(models[stage]),

@@ -1,4 +1,5 @@
-"""Generator EMA: parameters averaged, spectral-norm u/v never averaged, BN re-estimated."""
+"""Generator EMA (torch's AveragedModel): parameters averaged, spectral-norm u/v never averaged
+(power iterations on the averaged weights instead), BN re-estimated."""
 import torch
 
 from normapps.norm import apply_spectral_norm
@@ -13,30 +14,34 @@ def _g():
 
 def test_ema_averages_parameters_but_not_sn_vectors():
     g = apply_spectral_norm(_g())
-    ema = make_ema(g)
+    ema = make_ema(g, decay=0.75)
     sn = {n: b for n, b in g.named_buffers() if is_sn_vector(n)}
     assert sn, "spectral norm should register u/v buffers"
-    before = {n: p.detach().clone() for n, p in ema.named_parameters()}
+    before = {n: p.detach().clone() for n, p in ema.module.named_parameters()}
+    before_buf = {n: b.clone() for n, b in ema.module.named_buffers()}
     with torch.no_grad():
         for p in g.parameters():
             p.add_(1.0)
     g.train()
     g(torch.randn(4, 8))  # a train forward runs a power iteration: live u/v move
-    ema_update(ema, g, decay=0.75)
+    ema_update(ema, g)
     live = dict(g.named_parameters())
-    for n, p in ema.named_parameters():
+    for n, p in ema.module.named_parameters():
         assert torch.allclose(p, 0.75 * before[n] + 0.25 * live[n].detach(), atol=1e-6), n
-    ema_buf = dict(ema.named_buffers())
+    ema_buf = dict(ema.module.named_buffers())
     for n, b in sn.items():
-        # Copied from the live generator, not a 0.75/0.25 mix of two unit vectors.
-        assert torch.equal(ema_buf[n], b), n
+        # Neither a 0.75/0.25 mix of two unit vectors nor the live G's estimate: a power
+        # iteration on the averaged weights moved them, and they are still unit vectors.
+        mix = 0.75 * before_buf[n] + 0.25 * b
+        assert not torch.allclose(ema_buf[n], mix), n
+        assert not torch.equal(ema_buf[n], b), n
         assert abs(float(ema_buf[n].norm()) - 1) < 1e-4
     assert not any(p.requires_grad for p in ema.parameters())
 
 
 def test_ema_bn_recalibration():
     g = _g()
-    ema = make_ema(g)
+    ema = make_ema(g, decay=0.999)
     bn = next(m for m in ema.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.all(bn.running_var == 1)
     gen = torch.Generator().manual_seed(0)

@@ -90,3 +90,35 @@ def test_malicious_inception_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError):
         InceptionFeatures(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_inception_weights_are_read_once(tmp_path, monkeypatch):
+    """The vetted tensors are what the network gets: a file swapped after the weights_only check
+    is never read again (torch-fidelity's own loader would unpickle it with weights_only=False)."""
+    import os
+
+    import normapps.platform.checkpoint as checkpoint
+
+    weights = _random_inception_weights(tmp_path / "pt_inception.pth", monkeypatch)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    vet = checkpoint.safe_load
+
+    def vet_then_swap(path, *args, **kwargs):
+        out = vet(path, *args, **kwargs)
+        torch.save({"w": Evil()}, path)
+        return out
+
+    monkeypatch.setattr(checkpoint, "safe_load", vet_then_swap)
+    import normapps.tasks.gan.metrics as gan_metrics
+
+    monkeypatch.setattr(gan_metrics, "safe_load", vet_then_swap)
+    try:
+        extractor = InceptionFeatures(weights)
+    finally:
+        assert not marker.exists(), "the weights file was unpickled a second time, without weights_only"
+    assert extractor(torch.rand(1, 3, 32, 32))[0].shape == (1, 2048)

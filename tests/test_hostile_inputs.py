@@ -37,7 +37,6 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointErro
 # Open findings of this suite in the files of other owners (issue 12's split): strict xfails, so
 # each turns into a failure, to be deleted here, the day its owner fixes it. What they need:
 OPEN_OWNERS = {
-    "gan": "the GAN task (GANModule / GANDataModule declare no check_args; eval_every_g_steps is checked in the runner after the data and model are built)",
     "style_transfer": "the style-transfer task (StyleTransferModule / StyleDataModule declare no check_args; model.encoder is a free-form dict)",
     "domain_adaptation": "the domain-adaptation task (data.target.* and source_ckpt are checked in its runner, not through task.validate; infer image_size=-1 reaches the resize)",
 }
@@ -54,42 +53,6 @@ OPEN_TRAIN = {
     ("domain_adaptation", "data.target.dirichlet"): ALL,
     ("domain_adaptation", "data.target.released_dir"): ALL,
     ("domain_adaptation", "data.target.n_examples"): ALL,
-    ("gan", "model.g_arch"): {"wrong_type"},
-    ("gan", "model.d_arch"): {"wrong_type"},
-    ("gan", "model.g_norm"): {"wrong_type"},
-    ("gan", "model.d_norm"): {"wrong_type"},
-    ("gan", "model.num_classes"): {"out_of_range"},
-    ("gan", "model.z_dim"): {"out_of_range"},
-    ("gan", "model.g_width"): {"out_of_range"},
-    ("gan", "model.d_width"): {"out_of_range"},
-    ("gan", "model.image_size"): {"out_of_range"},
-    ("gan", "model.channels"): {"out_of_range"},
-    ("gan", "model.loss"): {"wrong_type"},
-    ("gan", "model.gp_weight"): {"out_of_range"},
-    ("gan", "model.n_dis"): {"out_of_range"},
-    ("gan", "model.max_g_steps"): {"out_of_range"},
-    ("gan", "model.lr_decay"): {"wrong_type"},
-    ("gan", "model.grad_clip"): {"out_of_range"},
-    ("gan", "model.ema_decay"): {"out_of_range"},
-    ("gan", "model.ema_start"): {"out_of_range"},
-    ("gan", "model.num_eval_samples"): {"out_of_range"},
-    ("gan", "model.recal_batches"): {"out_of_range"},
-    ("gan", "model.grid_size"): {"out_of_range"},
-    ("gan", "model.inception_weights"): {"wrong_type"},
-    ("gan", "model.local_feature_steps"): {"out_of_range"},
-    ("gan", "model.kid_subset_size"): {"out_of_range"},
-    ("gan", "data.dataset"): {"wrong_type"},
-    ("gan", "data.folder"): {"wrong_type"},
-    ("gan", "data.image_size"): {"out_of_range"},
-    ("gan", "data.channels"): {"out_of_range"},
-    ("gan", "data.num_eval_real"): {"out_of_range"},
-    ("gan", "data.num_classes"): {"out_of_range"},
-    ("gan", "max_g_steps"): {"out_of_range"},
-    ("gan", "n_dis"): {"out_of_range"},
-    ("gan", "eval_every_g_steps"): ALL,
-    ("gan", "metrics.inception_weights"): {"wrong_type"},
-    ("gan", "metrics.num_samples"): {"out_of_range"},
-    ("gan", "metrics.local_steps"): {"out_of_range"},
     ("style_transfer", "model.encoder.weights"): ALL,
     ("style_transfer", "model.encoder.path"): ALL,
     ("style_transfer", "model.encoder.arch"): ALL,
@@ -414,6 +377,10 @@ TRAIN_WORKS = {
     # Cache folders, created on first use.
     "metrics.local_cache": {"out_of_range", "wrong_type", "nan"},
     "model.local_feature_cache": {"out_of_range", "wrong_type", "nan"},
+    "gan.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
+    "model.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
+    # The input prior's mean may be any finite number.
+    "quant.zeroq.prior_mean": {"out_of_range"},
 }
 # Task-level keys each task declares (conf/task/<task>.yaml), besides its data/model/trainer.
 TASK_KEY_SKIP = {"defaults", "task", "data", "model", "trainer", "test"}
@@ -507,6 +474,16 @@ def test_train_checkpoint_options(task, key, kind, train_bases, files, monkeypat
     path = files["gan"] if kind == "other_task" else _damaged(kind, tmp_path / "ckpt", files, "classification")
     err = probe_train(override(train_bases[task], key, str(path)), monkeypatch)
     assert_refused(err, key, str(path))
+    assert not (tmp_path / "ckpt" / "pwned").exists()
+
+
+@pytest.mark.parametrize("kind", [*FILE_KINDS, "other_task"])
+def test_quantization_float_ckpt(kind, train_bases, files, monkeypatch, tmp_path):
+    """quant.float_ckpt (the unpruned reference of a pruned source_ckpt) is vetted like source_ckpt."""
+    path = files["gan"] if kind == "other_task" else _damaged(kind, tmp_path / "ckpt", files, "classification")
+    cfg = override(train_bases["quantization"], "source_ckpt", str(files["slimming"]))
+    err = probe_train(override(cfg, "quant.float_ckpt", str(path)), monkeypatch)
+    assert_refused(err, "quant.float_ckpt", str(path))
     assert not (tmp_path / "ckpt" / "pwned").exists()
 
 

@@ -59,13 +59,16 @@ def test_train_qat_then_infer_then_dfq_from_source_ckpt(tmp_path):
                      *FAST, env=ONE_THREAD)
     assert summary2["source_checkpoint"] == str(source)
     assert summary2["dfq"]["pairs"] > 0 and summary2["dfq"]["bias_corrected"] > 0
+    # Data-free calibration is reported against the same recipe calibrated on real data.
+    assert 0 <= summary2["metrics"]["test/acc_int8_real_calibration"] <= 1
+    assert summary2["sensitivity"]["worst_layer"] and (run2 / "int8_sensitivity.md").is_file()
     assert summary2["recipe"] == {**summary2["recipe"], "folded": True, "per_channel": False}
     assert not (run2 / "checkpoints").exists()  # nothing trained
 
 
 def _cfg(**over):
     base = {"mode": "ptq", "source_ckpt": None, "model": {"norm": "batch"},
-            "quant": {"backend": "fx", "per_channel": True, "calib_batches": 4}}
+            "quant": {"backend": "fx", "per_channel": True, "calib_batches": 4, "latency_repeats": 1}}
     cfg = OmegaConf.create(base)
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
@@ -75,7 +78,8 @@ def _cfg(**over):
 @pytest.mark.parametrize("over, msg", [
     ({"mode": "int4"}, "mode must be one of"),
     ({"quant.backend": "onnx"}, "quant.backend"),
-    ({"mode": "qat", "quant.backend": "pt2e"}, "pt2e is for mode=ptq"),
+    ({"mode": "dfq", "quant.backend": "pt2e"}, "pt2e is for mode=ptq or mode=qat"),
+    ({"quant.float_ckpt": "/nonexistent/trained.ckpt"}, "needs source_ckpt"),
     ({"quant.backend": "pt2e", "quant.per_channel": False}, "per channel only"),
     ({"quant.calib_batches": 0}, "calib_batches"),
     ({"model.norm": "group"}, "model.norm must be batch"),

@@ -105,3 +105,73 @@ def test_bias_correction_reduces_quantized_output_mean_error():
     after = quant_mean_error()
     assert not torch.equal(second.bias, bias_before)
     assert after.mean() < 0.5 * before.mean()
+
+
+# ---------------------------------------------------------------- MobileNetV2: depthwise, ReLU6
+def randomized_mobilenet():
+    torch.manual_seed(0)
+    model = build_classifier("mobilenet_v2", num_classes=10, width_mult=0.25)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.01, 4.0)  # folding spreads the depthwise channels widely
+            m.weight.data.uniform_(0.2, 2.0)
+            m.bias.data.uniform_(-0.5, 2.0)
+    return model.eval()
+
+
+def test_cle_pairs_and_equalizes_depthwise_convs_and_iterates_to_convergence():
+    folded, stats = dfq.fold_bn_with_stats(dfq.relu6_to_relu(randomized_mobilenet()))
+    assert not any(isinstance(m, nn.ReLU6) for m in folded.modules())
+    pairs = dfq.find_layer_pairs(folded)
+    g = lambda name: getattr(folded.get_submodule(name), "groups", 1) > 1  # noqa: E731
+    groups = {(g(p.first), g(p.second)) for p in pairs}
+    assert (False, True) in groups and (True, False) in groups  # expand->depthwise, depthwise->project
+    x = torch.rand(2, 3, 16, 16)
+    ref = folded(x)
+    dw = next(p.second for p in pairs if folded.get_submodule(p.second).groups > 1)
+    ratio = lambda r: float(r.max() / r.min())  # noqa: E731
+    spread_before = ratio(dfq._out_ranges(folded.get_submodule(dw)))
+    used = dfq.cross_layer_equalization(folded, pairs, stats, iterations=200, tolerance=1e-4)
+    torch.testing.assert_close(folded(x), ref, atol=1e-3, rtol=1e-3)
+    assert 1 < used < 200
+    assert ratio(dfq._out_ranges(folded.get_submodule(dw))) < spread_before / 2  # 27.7 -> 7.7 here
+    # Converged: one more sweep leaves every range where it is.
+    before = {p.first: dfq._out_ranges(folded.get_submodule(p.first)).clone() for p in pairs}
+    dfq.cross_layer_equalization(folded, pairs, stats, iterations=1)
+    for p in pairs:
+        torch.testing.assert_close(dfq._out_ranges(folded.get_submodule(p.first)), before[p.first],
+                                   rtol=2e-3, atol=1e-6)
+
+
+def test_high_bias_absorption_keeps_the_function_and_moves_the_bias():
+    torch.manual_seed(0)
+    c = 8
+    first, second = nn.Conv2d(c, c, 1), nn.Conv2d(c, 4, 1)
+    gamma, beta = torch.linspace(0.2, 1.0, c), torch.linspace(-1.0, 4.0, c)
+    with torch.no_grad():  # first's output channel i is gamma_i * x_i + beta_i: N(beta, gamma^2)
+        first.weight.copy_(torch.diag(gamma).view(c, c, 1, 1))
+        first.bias.copy_(beta)
+    model = nn.Sequential(first, nn.ReLU(), second).eval()
+    stats = {"0": dfq.PreActStats(beta.clone(), gamma.clone())}
+    pairs = dfq.find_layer_pairs(model)
+    x = torch.randn(256, c, 5, 5, generator=torch.Generator().manual_seed(1))
+    ref = model(x)
+    absorbed = dfq.absorb_high_bias(model, pairs, stats)
+    expected = (beta - 3 * gamma).clamp_min(0)
+    assert absorbed == ["0"]
+    torch.testing.assert_close(first.bias.detach(), beta - expected)
+    torch.testing.assert_close(stats["0"].mean, beta - expected)
+    # Exact wherever the pre-activations are above the absorbed amount (about 99.9% of them;
+    # an output mixes 8 of them).
+    err = (model(x) - ref).abs()
+    assert float((err > 1e-4).float().mean()) < 0.03
+    assert float(err.mean()) < 1e-3
+
+
+def test_data_free_prepare_on_mobilenet_reports_its_steps():
+    model = randomized_mobilenet()
+    folded, info = dfq.data_free_prepare(model, per_channel=False)
+    assert info["relu6_replaced"] > 0 and info["pairs"] > 0 and info["depthwise_pairs"] > 0
+    assert info["high_bias_absorbed"] > 0 and info["cle_iterations"] >= 1
+    assert info["bias_corrected"] > 0

@@ -29,7 +29,8 @@ def _digit_folder(root, n_per_class=3):
 
 def test_train_then_infer_pruned_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    summary = train(run_dir, *TINY)
+    # The default W&B logger (offline): the stage table and the figure reach its run.
+    summary = train(run_dir, *[o for o in TINY if o != "logger=csv"])
     stages = [r["stage"] for r in summary["stages"]]
     assert stages == ["trained", "sparsified", "pruned", "finetuned"]
     rows = {r["stage"]: r for r in summary["stages"]}
@@ -43,6 +44,11 @@ def test_train_then_infer_pruned_checkpoint(tmp_path):
     assert summary["pruning"]["pruned_fraction"] == pytest.approx(0.5, abs=0.05)
     assert (run_dir / "slimming.md").read_text().startswith("| stage |")
     assert (run_dir / "slimming.csv").is_file()
+    assert rows["trained"]["channels_kept"] == 1.0
+    assert rows["pruned"]["channels_kept"] == pytest.approx(1 - summary["pruning"]["pruned_fraction"], abs=1e-6)
+    assert summary["figure"] == str(run_dir / "slimming.png") and (run_dir / "slimming.png").stat().st_size > 10_000
+    media = list((run_dir / "wandb").glob("offline-run-*/files/media/**/*"))
+    assert any(p.suffix == ".png" for p in media) and any(p.suffix == ".json" for p in media), media
     ckpt = summary["best_checkpoint"]
     assert "checkpoints/finetuned" in ckpt
 

@@ -40,14 +40,16 @@ def test_subgradient_added_exactly(arch):
     torch.testing.assert_close(model.get_submodule(conv).weight.grad, plain[f"{conv}.weight"], rtol=0, atol=0)
 
 
-def test_callback_splits_over_gradient_accumulation():
+def test_callback_adds_the_penalty_once_per_optimizer_step():
+    # Before the optimizer step the micro-batches of gradient accumulation are already summed,
+    # so the penalty is added once, whole.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     model[1].weight.data = torch.tensor([0.5, -0.5, 2.0, -3.0])
     model[1].weight.grad = torch.zeros(4)
     cb = BNSparsity(s=0.1)
-    cb.on_after_backward(SimpleNamespace(accumulate_grad_batches=2), model)
-    torch.testing.assert_close(model[1].weight.grad, torch.tensor([0.05, -0.05, 0.05, -0.05]))
+    cb.on_before_optimizer_step(SimpleNamespace(accumulate_grad_batches=2), model, None)
+    torch.testing.assert_close(model[1].weight.grad, torch.tensor([0.1, -0.1, 0.1, -0.1]))
 
 
 def test_bad_options_and_models_rejected():
@@ -57,3 +59,34 @@ def test_bad_options_and_models_rejected():
                              width_mult=0.125)
     with pytest.raises(ValueError, match="BatchNorm"):
         BNSparsity(s=1e-4).on_fit_start(None, no_bn)
+
+
+def test_penalty_is_not_shrunk_by_the_grad_scaler_under_16_mixed(tmp_path):
+    """Under 16-mixed the GradScaler multiplies every gradient by its scale during backward and
+    divides it out before the optimizer step: a penalty added to the still-scaled gradients
+    (on_after_backward) ends up as s / scale. One SGD step (lr 1) on a loss that does not
+    depend on gamma must move every gamma by exactly s."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(3)
+
+        def training_step(self, batch, _):
+            return (self.bn(batch[0]) * 0).sum() + (batch[0] * 0).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1.0)
+
+    s = 0.01
+    module = Tiny()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+                         callbacks=[BNSparsity(s=s)], default_root_dir=tmp_path)
+    data = torch.utils.data.TensorDataset(torch.randn(4, 3, 4, 4))
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+    torch.testing.assert_close(module.bn.weight.detach(), torch.full((3,), 1.0 - s))

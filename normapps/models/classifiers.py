@@ -123,7 +123,62 @@ def torchvision_resnet(name: str, *, num_classes: int, in_channels: int, norm: N
     return model
 
 
-CLASSIFIER_ARCHS = ("small_cnn", "vgg11", "vgg16", "vgg19", "cifar_resnet", "resnet18", "resnet34", "resnet50")
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand - 3x3 depthwise - 1x1 linear projection, BN after each
+    conv, ReLU6 after the first two, identity shortcut when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, *, stride: int, expand: int, norm: NormFactory) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), norm(hidden), nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+                   norm(hidden), nn.ReLU6(inplace=True),
+                   nn.Conv2d(hidden, cout, 1, bias=False), norm(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al. 2018) for small images: stride-1 stem, inverted residual
+    stages (expansion t, channels c, repeats n, stride s), 1x1 head conv, global pool, linear.
+    The depthwise convs and ReLU6 are what makes it hard to quantize per tensor (Nagel et al.
+    2019's motivating case)."""
+
+    # (t, c, n, s) for 32x32 inputs: five stages down to 4x4.
+    STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
+
+    def __init__(self, *, num_classes: int, in_channels: int = 3, width_mult: float = 1.0,
+                 norm: NormFactory) -> None:
+        super().__init__()
+
+        def ch(c: int) -> int:  # multiples of 8, as MobileNetV2's width multiplier rounds
+            return max(8, int(c * width_mult + 4) // 8 * 8)
+
+        stem = ch(32)
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False),
+                                                 norm(stem), nn.ReLU6(inplace=True))]
+        cin = stem
+        for t, c, n, s in self.STAGES:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, ch(c), stride=s if i == 0 else 1, expand=t, norm=norm))
+                cin = ch(c)
+        last = ch(256)
+        layers.append(nn.Sequential(nn.Conv2d(cin, last, 1, bias=False), norm(last), nn.ReLU6(inplace=True)))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(last, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+CLASSIFIER_ARCHS = ("small_cnn", "vgg11", "vgg16", "vgg19", "cifar_resnet", "mobilenet_v2", "resnet18",
+                    "resnet34", "resnet50")
 
 
 def build_classifier(arch: str, *, num_classes: int, in_channels: int = 3, norm: str = "batch",
@@ -138,6 +193,8 @@ def build_classifier(arch: str, *, num_classes: int, in_channels: int = 3, norm:
     if arch == "cifar_resnet":
         return CifarResNet(num_classes=num_classes, in_channels=in_channels, depth=depth,
                            width=width or 16, norm=nf)
+    if arch == "mobilenet_v2":
+        return MobileNetV2(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult, norm=nf)
     if arch.startswith("resnet"):
         return torchvision_resnet(arch, num_classes=num_classes, in_channels=in_channels, norm=nf)
     raise ValueError(f"unknown classifier arch {arch!r}; choose from {', '.join(CLASSIFIER_ARCHS)}")

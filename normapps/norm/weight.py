@@ -13,24 +13,28 @@ _CONV_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def _targets(module: nn.Module, types: tuple[type, ...]) -> list[nn.Module]:
+def _targets(module: nn.Module, types: tuple[type, ...], exclude: tuple[type, ...] = ()) -> list[nn.Module]:
     # Collect first: parametrizing registers new submodules while we would be iterating.
+    skipped = {id(sub) for m in module.modules() if exclude and isinstance(m, exclude) for sub in m.modules()}
     return [
         m for m in module.modules()
-        if isinstance(m, types) and not parametrize.is_parametrized(m, "weight")
+        if isinstance(m, types) and not parametrize.is_parametrized(m, "weight") and id(m) not in skipped
     ]
 
 
 def apply_spectral_norm(
-    module: nn.Module, n_power_iterations: int = 1, eps: float = 1e-12
+    module: nn.Module, n_power_iterations: int = 1, eps: float = 1e-12, *,
+    exclude: tuple[type, ...] = (),
 ) -> nn.Module:
     """Spectral-normalize every conv, linear and embedding weight (Miyato et al. 2018).
 
     Uses the parametrization API (the hook version is legacy); torch picks the output dimension
     (dim=1 for transposed convs, 0 otherwise, also for Embedding). Weights already parametrized
-    are left alone so the call is idempotent.
+    are left alone so the call is idempotent. Modules of the ``exclude`` types, and everything
+    inside them, are left alone (e.g. a generator's conditional-norm gains, which SAGAN/BigGAN
+    do not normalize).
     """
-    for m in _targets(module, _CONV_LINEAR + (nn.Embedding,)):
+    for m in _targets(module, _CONV_LINEAR + (nn.Embedding,), exclude):
         spectral_norm(m, "weight", n_power_iterations=n_power_iterations, eps=eps)
     return module
 

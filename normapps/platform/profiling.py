@@ -1,10 +1,11 @@
 """Measured model cost: parameters, FLOPs, file size and wall-clock latency (median of repeats)."""
 from __future__ import annotations
 
+import copy
 import io
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -69,4 +70,111 @@ def latency_table(
     for bs in batch_sizes:
         example = torch.randn(bs, *input_shape, device=device)
         out[f"latency_ms_bs{bs}"] = 1000.0 * measure_latency(fn, example, repeats=repeats)
+    return out
+
+
+def _synced(model: nn.Module, device: torch.device):
+    if device.type != "cuda":
+        return model
+
+    def run(x: torch.Tensor):
+        out = model(x)
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def side_by_side_latency(
+    models: Mapping[str, nn.Module],
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: torch.device | str = "cpu",
+    rounds: int = 5,
+    repeats: int = 5,
+    prefix: str = "latency_ms",
+    threads: int | None = None,
+    channels_last: bool | Mapping[str, bool] = False,
+) -> dict[str, dict[str, float]]:
+    """``{model name: {f"{prefix}_bs{b}": median ms}}``, models timed in turn each round.
+
+    ``threads`` sets torch's intra-op threads for the measurement only; ``channels_last`` runs
+    models and inputs in NHWC (a bool for all models, or one per model name).
+    """
+    device = torch.device(device)
+    if rounds < 1 or repeats < 1:
+        raise ValueError(f"latency rounds and repeats must be >= 1, got {rounds}, {repeats}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"latency threads must be >= 1, got {threads}")
+    nhwc = {n: bool(channels_last[n] if isinstance(channels_last, Mapping) else channels_last) for n in models}
+    fmt = {n: torch.channels_last if nhwc[n] else torch.contiguous_format for n in models}
+    samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batch_sizes} for n in models}
+    # Plain callables (exported or compiled graphs, which refuse .eval()) are timed as given.
+    placed = {n: (m.eval().to(device, memory_format=fmt[n]) if isinstance(m, nn.Module) else m)
+              for n, m in models.items()}
+    base = {b: torch.randn(b, *input_shape, device=device) for b in batch_sizes}
+    examples = {(b, f): x.contiguous(memory_format=f) for b, x in base.items()
+                for f in (torch.channels_last, torch.contiguous_format)}
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(rounds):
+            for b in batch_sizes:
+                for name, model in placed.items():
+                    fn = _synced(model, device)
+                    samples[name][b].append(measure_latency(fn, examples[(b, fmt[name])], warmup=1,
+                                                            repeats=repeats))
+    finally:
+        torch.set_num_threads(saved_threads)
+    return {n: {f"{prefix}_bs{b}": 1000.0 * statistics.median(v) for b, v in per.items()}
+            for n, per in samples.items()}
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """What would be shipped for inference: an eval copy with every BN folded into its conv
+    (core fold_bn), so the timing does not charge BN's separate pass."""
+    from normapps.norm import fold_bn
+
+    return fold_bn(model).eval()
+
+
+def deployment_latency(
+    models: Mapping[str, nn.Module | Callable],
+    input_shape: Sequence[int],
+    *,
+    channels_last: bool | None | Mapping[str, bool | None] = None,
+    prefix: str = "latency_ms",
+    fold: bool | Mapping[str, bool] = True,
+    **kw,
+) -> dict[str, dict[str, float | str]]:
+    """Latency of each model's deployable (BN-folded) form. ``channels_last=None`` times NCHW
+    and NHWC side by side and keeps the faster per model and batch size, naming it in
+    ``latency_format_bs<b>`` (on CPU, oneDNN's best layout depends on the widths and the batch);
+    True/False fixes the layout. ``fold=False`` times the models as given (e.g. int8 graphs,
+    whose BN is already folded); for those only the input's layout changes. Both options also
+    take a mapping per model name."""
+    def per(option, name):
+        return option.get(name) if isinstance(option, Mapping) else option
+
+    folded = {n: deployable(m) if per(fold, n) else m for n, m in models.items()}
+    layouts = {n: [False, True] if per(channels_last, n) is None else [bool(per(channels_last, n))]
+               for n in folded}
+    variants, flags = {}, {}
+    for n, m in folded.items():
+        for cl in layouts[n]:
+            key = f"{n}@{'channels_last' if cl else 'nchw'}"
+            variants[key] = m if (len(layouts[n]) == 1 or not isinstance(m, nn.Module)) else copy.deepcopy(m)
+            flags[key] = cl
+    timing = side_by_side_latency(variants, input_shape, channels_last=flags, prefix=prefix, **kw)
+    out: dict[str, dict[str, float | str]] = {}
+    for n in folded:
+        row: dict[str, float | str] = {}
+        for b in kw.get("batch_sizes", (1, 64)):
+            best = min((timing[f"{n}@{'channels_last' if cl else 'nchw'}"][f"{prefix}_bs{b}"], cl)
+                       for cl in layouts[n])
+            row[f"{prefix}_bs{b}"] = best[0]
+            row[f"latency_format_bs{b}"] = "channels_last" if best[1] else "nchw"
+        out[n] = row
     return out

@@ -8,6 +8,8 @@ from ``root``). Unlabelled sets have ``num_classes=0``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -15,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.classification import load_arrays, resize_batch
 from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
+from normapps.platform.options import OptionError, as_choice, as_int, as_text
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,30 @@ class GANDataModule(pl.LightningDataModule):
         self.num_eval_real, self.num_workers, self.seed = num_eval_real, num_workers, seed
         self.num_classes = num_classes
         self.train_set: Dataset | None = None
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any], *, prefix: str = "data") -> None:
+        """Ranges and choices of ``args`` (any subset), named ``<prefix>.<key>``; train.py's
+        preflight calls it before anything is built."""
+        checks = {
+            "dataset": lambda k, v: as_choice(k, v, DATASETS),
+            "image_size": lambda k, v: as_choice(k, v, (32, 64)),
+            "channels": lambda k, v: as_int(k, v, min=1),
+            "batch_size": lambda k, v: as_int(k, v, min=2),
+            "eval_batch_size": lambda k, v: as_int(k, v, min=1),
+            "num_eval_real": lambda k, v: as_int(k, v, min=2),
+            "num_classes": lambda k, v: as_int(k, v, min=0),
+        }
+        for key, value in args.items():
+            if key in checks:
+                checks[key](f"{prefix}.{key}", value)
+        folder = args.get("folder")
+        if folder is not None:
+            path = Path(as_text(f"{prefix}.folder", folder))
+            if not path.is_dir():
+                raise NotADirectoryError(f"{prefix}.folder={folder}: no such image folder")
+        elif args.get("dataset") == "folder":
+            raise OptionError(f"{prefix}.dataset=folder needs {prefix}.folder=<path to an image folder>")
 
     def _load(self) -> Dataset:
         kw = dict(image_size=self.image_size, channels=self.channels)

@@ -13,9 +13,20 @@ import torch
 from torch import nn
 
 from normapps.norm import apply_spectral_norm, apply_weight_norm, build_norm
+from normapps.tasks.gan.attention import SelfAttention2d
 
 D_NORMS = ("spectral", "batch", "layer", "weight", "none")
 D_ARCHS = ("dcgan", "resnet")
+
+
+def _attention_after(sizes: list[int], attention_size: int | None) -> int:
+    """Index of the first stage whose output is ``attention_size`` maps (-1: no attention)."""
+    if attention_size is None:
+        return -1
+    if attention_size not in sizes:
+        raise ValueError(f"gan.attention_size={attention_size}: no discriminator layer outputs "
+                         f"{attention_size}x{attention_size} maps; choose one of {sorted(set(sizes))}")
+    return sizes.index(attention_size)
 
 
 def _layer_norm_kind(d_norm: str) -> str:
@@ -51,15 +62,20 @@ class DCGANDiscriminator(Discriminator):
     """SN-GAN's standard CNN D: pairs of 3x3 stride-1 and 4x4 stride-2 convs, LeakyReLU 0.1."""
 
     def __init__(self, *, num_classes: int = 0, norm: str = "spectral", image_size: int = 32,
-                 channels: int = 3, width: int = 64) -> None:
+                 channels: int = 3, width: int = 64, attention_size: int | None = None) -> None:
         n_down = int(math.log2(image_size // 4))
         chs = [width * 2 ** i for i in range(n_down + 1)]  # 64, 128, 256, 512 at 32 px
         super().__init__(feat_dim=chs[-1], num_classes=num_classes)
         kind = _layer_norm_kind(norm)
+        at = _attention_after([image_size // 2 ** i for i in range(n_down + 1)], attention_size)
         layers: list[nn.Module] = [nn.Conv2d(channels, chs[0], 3, 1, 1), nn.LeakyReLU(0.1)]
-        for cin, cout in zip(chs, chs[1:]):
+        if at == 0:
+            layers.append(SelfAttention2d(chs[0]))
+        for i, (cin, cout) in enumerate(zip(chs, chs[1:]), start=1):
             layers += [nn.Conv2d(cin, cin, 4, 2, 1), build_norm(kind, cin), nn.LeakyReLU(0.1),
                        nn.Conv2d(cin, cout, 3, 1, 1), build_norm(kind, cout), nn.LeakyReLU(0.1)]
+            if at == i:
+                layers.append(SelfAttention2d(cout))
         self.body = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +112,7 @@ class ResNetDiscriminator(Discriminator):
     64 px doubles channels per down block from width/16."""
 
     def __init__(self, *, num_classes: int = 0, norm: str = "spectral", image_size: int = 32,
-                 channels: int = 3, width: int = 128) -> None:
+                 channels: int = 3, width: int = 128, attention_size: int | None = None) -> None:
         kind = _layer_norm_kind(norm)
         if image_size == 32:
             plan = [(channels, width, True), (width, width, True), (width, width, False), (width, width, False)]
@@ -104,8 +120,17 @@ class ResNetDiscriminator(Discriminator):
             chs = [max(width // 2 ** i, 8) for i in range(4, -1, -1)]  # w/16 .. w
             plan = [(channels, chs[0], True)] + [(a, b, True) for a, b in zip(chs, chs[1:])]
         super().__init__(feat_dim=plan[-1][1], num_classes=num_classes)
-        self.blocks = nn.Sequential(*(DBlock(a, b, kind=kind, down=d, first=i == 0)
-                                      for i, (a, b, d) in enumerate(plan)))
+        blocks: list[nn.Module] = []
+        sizes, size = [], image_size
+        for _, _, down in plan:
+            size //= 2 if down else 1
+            sizes.append(size)
+        at = _attention_after(sizes, attention_size)
+        for i, (a, b, d) in enumerate(plan):
+            blocks.append(DBlock(a, b, kind=kind, down=d, first=i == 0))
+            if i == at:
+                blocks.append(SelfAttention2d(b))
+        self.blocks = nn.Sequential(*blocks)
         self.act = nn.ReLU()
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from normapps.norm import build_norm
+from normapps.norm import apply_spectral_norm, build_norm
+from normapps.tasks.gan.attention import SelfAttention2d
 
 G_NORMS = ("batch", "cond_batch", "self_mod", "none")
 G_ARCHS = ("dcgan", "resnet")
@@ -38,6 +39,18 @@ class GNorm(nn.Module):
         if self.kind == "self_mod":
             return self.norm(x, z)
         return self.norm(x)
+
+
+def attention_layers(sizes: list[int], channels: list[int], attention_size: int | None,
+                     where: str) -> nn.ModuleList:
+    """One entry per stage (output size ``sizes[i]``, ``channels[i]`` channels): a
+    SelfAttention2d at the stage producing ``attention_size`` maps, nn.Identity elsewhere."""
+    if attention_size is not None and attention_size not in sizes:
+        raise ValueError(f"gan.attention_size={attention_size}: no {where} layer outputs "
+                         f"{attention_size}x{attention_size} maps; choose one of {sorted(set(sizes))}")
+    first = sizes.index(attention_size) if attention_size is not None else -1
+    return nn.ModuleList(SelfAttention2d(c) if i == first else nn.Identity()
+                         for i, c in enumerate(channels))
 
 
 def _num_upsamplings(image_size: int) -> int:
@@ -72,7 +85,8 @@ class DCGANGenerator(Generator):
     """SN-GAN's "standard CNN" generator: linear to 4x4, stride-2 deconvs, BN+ReLU, tanh."""
 
     def __init__(self, *, z_dim: int = 128, num_classes: int = 0, norm: str = "batch",
-                 image_size: int = 32, channels: int = 3, width: int = 64) -> None:
+                 image_size: int = 32, channels: int = 3, width: int = 64,
+                 attention_size: int | None = None) -> None:
         super().__init__(z_dim=z_dim, num_classes=num_classes, norm=norm, image_size=image_size,
                          channels=channels)
         n_up = _num_upsamplings(image_size)
@@ -82,6 +96,7 @@ class DCGANGenerator(Generator):
         self.norm0 = self._norm(chs[0])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(cin, cout, 4, 2, 1) for cin, cout in zip(chs, chs[1:]))
         self.norms = nn.ModuleList(self._norm(c) for c in chs[1:])
+        self.attn = attention_layers([8 * 2 ** i for i in range(n_up)], chs[1:], attention_size, "generator")
         self.out = nn.Conv2d(chs[-1], channels, 3, 1, 1)
         self.act = nn.ReLU()
 
@@ -89,8 +104,8 @@ class DCGANGenerator(Generator):
         self._check(z, y)
         h = self.fc(z).view(z.shape[0], self.bottom, 4, 4)
         h = self.act(self.norm0(h, y, z))
-        for up, norm in zip(self.ups, self.norms):
-            h = self.act(norm(up(h), y, z))
+        for up, norm, attn in zip(self.ups, self.norms, self.attn):
+            h = attn(self.act(norm(up(h), y, z)))
         return torch.tanh(self.out(h))
 
 
@@ -117,7 +132,8 @@ class ResNetGenerator(Generator):
     channels throughout; 64 px starts at ``width`` and halves per block."""
 
     def __init__(self, *, z_dim: int = 128, num_classes: int = 0, norm: str = "batch",
-                 image_size: int = 32, channels: int = 3, width: int = 256) -> None:
+                 image_size: int = 32, channels: int = 3, width: int = 256,
+                 attention_size: int | None = None) -> None:
         super().__init__(z_dim=z_dim, num_classes=num_classes, norm=norm, image_size=image_size,
                          channels=channels)
         n_up = _num_upsamplings(image_size)
@@ -127,6 +143,7 @@ class ResNetGenerator(Generator):
         self.bottom = chs[0]
         self.fc = nn.Linear(z_dim, 4 * 4 * chs[0])
         self.blocks = nn.ModuleList(GBlock(a, b, self._norm) for a, b in zip(chs, chs[1:]))
+        self.attn = attention_layers([8 * 2 ** i for i in range(n_up)], chs[1:], attention_size, "generator")
         self.norm_out = self._norm(chs[-1])
         self.out = nn.Conv2d(chs[-1], channels, 3, 1, 1)
         self.act = nn.ReLU()
@@ -137,14 +154,20 @@ class ResNetGenerator(Generator):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         self._check(z, y)
         h = self.fc(z).view(z.shape[0], self.bottom, 4, 4)
-        for block in self.blocks:
-            h = block(h, y, z)
+        for block, attn in zip(self.blocks, self.attn):
+            h = attn(block(h, y, z))
         return torch.tanh(self.out(self.act(self.norm_out(h, y, z))))
 
 
-def build_generator(arch: str, **kw) -> Generator:
+def build_generator(arch: str, *, spectral_norm: bool = False, **kw) -> Generator:
+    """``spectral_norm``: every conv and linear of G spectral-normalized (SAGAN, BigGAN), the
+    norm layers' own gains left alone."""
     if arch == "dcgan":
-        return DCGANGenerator(**kw)
-    if arch == "resnet":
-        return ResNetGenerator(**kw)
-    raise ValueError(f"model.g_arch must be one of {G_ARCHS}, got {arch!r}")
+        g = DCGANGenerator(**kw)
+    elif arch == "resnet":
+        g = ResNetGenerator(**kw)
+    else:
+        raise ValueError(f"model.g_arch must be one of {G_ARCHS}, got {arch!r}")
+    if spectral_norm:
+        apply_spectral_norm(g, exclude=(GNorm,))
+    return g

@@ -1,4 +1,5 @@
-"""infer.py's GAN runner: PNG samples, one grid, optional latent interpolation strip."""
+"""infer.py's GAN runner: PNG samples, one grid, optional latent interpolation strip, optional
+truncation trick (``truncation=<psi>``: latents resampled into [-psi, psi], Brock et al. 2019)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,21 +10,22 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from normapps.platform.checkpoint import load_module
-from normapps.platform.options import int_option
+from normapps.platform.options import bool_option, float_option, int_option
 
 
 def _validate(cfg: DictConfig) -> None:
     # Counts that must be positive; checked here, since 0 crashed make_grid / range() after every
     # sample was generated (issue 12 item 9). Types are checked by the platform's run_infer.
-    for key in ("grid_nrow", "interpolate_rows", "batch_size"):
+    for key in ("grid_nrow", "interpolate_rows", "batch_size", "num_samples"):
         int_option(cfg, key, min=1)
+    int_option(cfg, "interpolate_steps", min=2)
     int_option(cfg, "label", min=0, allow_none=True)
+    # Latents are resampled into [-truncation, truncation]; null: plain N(0, 1).
+    float_option(cfg, "truncation", min=0.0, min_open=True, allow_none=True)
+    bool_option(cfg, "interpolate")
+    bool_option(cfg, "use_ema")
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path=<checkpoint of a task=gan run> is required")
-    if int(cfg.num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
-    if int(cfg.interpolate_steps) < 2:
-        raise ValueError(f"interpolate_steps must be >= 2, got {cfg.interpolate_steps}")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = int(cfg.num_samples)
     labels = torch.full((n,), int(label), dtype=torch.long) if label is not None else None
-    z, y = module.sample_latent(n, generator=gen, labels=labels)
+    psi = None if cfg.get("truncation") is None else float(cfg.truncation)
+    z, y = module.sample_latent(n, generator=gen, labels=labels, truncation=psi)
     bs = int(cfg.batch_size)
     images = torch.cat([module.sample(z[i:i + bs], None if y is None else y[i:i + bs], use_ema=use_ema)
                         for i in range(0, n, bs)])
@@ -67,10 +70,10 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     save_image(make_grid(images, nrow=int(cfg.grid_nrow), padding=1), grid_path)
     result: dict[str, Any] = {"num_samples": n, "samples_dir": str(sample_dir), "grid": str(grid_path),
                               "generator": "ema" if use_ema else "raw", "label": label,
-                              "seed": int(cfg.seed)}
+                              "seed": int(cfg.seed), "truncation": psi}
     if cfg.interpolate:
         rows, steps = int(cfg.interpolate_rows), int(cfg.interpolate_steps)
-        ends, ey = module.sample_latent(2 * rows, generator=gen,
+        ends, ey = module.sample_latent(2 * rows, generator=gen, truncation=psi,
                                         labels=None if labels is None else labels[:1].repeat(2 * rows))
         t = torch.linspace(0, 1, steps, device=ends.device)
         path = torch.cat([slerp(ends[2 * r].expand(steps, -1), ends[2 * r + 1].expand(steps, -1), t)

@@ -45,3 +45,11 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     out = critic(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1.0).square().mean()
+
+
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """Mescheder et al. 2018: E[||grad_x D(x)||^2] on real images (the caller weighs it by
+    gamma / 2). Differentiable w.r.t. D's parameters (create_graph)."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).float().sum(), x, create_graph=True)
+    return grad.flatten(1).square().sum(1).mean()

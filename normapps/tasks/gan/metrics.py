@@ -9,14 +9,18 @@ Features are extracted once per batch and fed to the three metrics through an id
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import math
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normapps.platform.checkpoint import safe_load
+from normapps.platform.checkpoint import CheckpointError, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +62,19 @@ def _rotations(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tenso
 
 def train_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, steps: int,
                             seed: int, batch_size: int = 64, lr: float = 1e-3) -> LocalFeatureNet:
-    """Train on the real images: class labels when there are any, else rotation prediction."""
+    """Train on the real images: class labels when there are any, else rotation prediction.
+
+    Deterministic in ``seed`` without touching the caller's random stream: the initial weights
+    are drawn inside ``torch.random.fork_rng`` (the global state is restored afterwards), the
+    batches from a local generator. Reseeding the global generator here made every run after a
+    cold cache draw its latents, labels and penalty noise from this seed, whatever its own.
+    """
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     supervised = labels is not None and int(labels.max()) > 0
-    net = LocalFeatureNet(channels=images.shape[1], num_outputs=int(labels.max()) + 1 if supervised else 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = LocalFeatureNet(channels=images.shape[1],
+                              num_outputs=int(labels.max()) + 1 if supervised else 4)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     for _ in range(steps):
@@ -110,10 +122,74 @@ def get_local_feature_net(images: torch.Tensor, labels: torch.Tensor | None, *, 
     net = train_local_feature_net(images, labels, steps=steps, seed=seed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs never share a temp file
         torch.save(net.state_dict(), tmp)
         tmp.replace(path)
     return net
+
+
+def feature_net_sha256(net: nn.Module) -> str:
+    """SHA-256 over the feature network's state (names, shapes, dtypes, values): fid_local
+    values are comparable only between runs whose networks share this hash."""
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def extract_features(net: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """The FID features of [0, 1] images, in batches, on the network's device."""
+    device = next(net.parameters()).device
+    return torch.cat([net(images[i:i + batch_size].to(device).float())[0].float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def fid_reference_statistics(net: nn.Module, images: torch.Tensor, *, cache_dir: str | Path | None,
+                             batch_size: int = 256) -> tuple[dict[str, np.ndarray], dict]:
+    """FID statistics (mu, sigma) of all ``images`` under ``net``, computed by torch-fidelity
+    (``fid_features_to_statistics``) once per (data, network) and cached.
+
+    The cache key follows torch-fidelity's naming (``<input>-<extractor>-stat-fid-<layer>``);
+    the file holds plain float64 tensors read back with weights_only=True, because
+    torch-fidelity's own cache reader unpickles with weights_only=False."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    net_hash = feature_net_sha256(net)[:16]
+    name = f"{data_fingerprint(images)}-n{len(images)}-{type(net).__name__}-{net_hash}-stat-fid-{net.num_features}"
+    path = Path(cache_dir) / f"{name}.pt" if cache_dir else None
+    info = {"num_images": int(len(images)), "cache_file": str(path) if path else None, "cached": False,
+            "feature_net_sha256": feature_net_sha256(net)}
+    if path is not None and path.is_file():
+        state = safe_load(path)
+        info["cached"] = True
+        return {"mu": state["mu"].numpy(), "sigma": state["sigma"].numpy()}, info
+    stats = fid_features_to_statistics(extract_features(net, images, batch_size=batch_size).double())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes of one DDP run write side by side
+        torch.save({"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])}, tmp)
+        tmp.replace(path)
+    return stats, info
+
+
+def load_fid_statistics(path: str | Path, *, num_features: int) -> dict[str, np.ndarray]:
+    """A user's precomputed FID statistics: an ``.npz`` with ``mu`` (D,) and ``sigma`` (D, D),
+    the format of TTUR and pytorch-fid (read without pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"gan.fid_stats: no such file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
+    except (KeyError, ValueError, OSError) as err:
+        raise ValueError(f"gan.fid_stats: {path} is not an .npz with arrays 'mu' and 'sigma' ({err})") from err
+    if mu.shape != (num_features,) or sigma.shape != (num_features, num_features):
+        raise ValueError(f"gan.fid_stats: {path} holds statistics of {mu.shape[0] if mu.ndim else '?'}-d "
+                         f"features, but the feature network gives {num_features}")
+    return {"mu": mu, "sigma": sigma}
 
 
 class _Precomputed(nn.Identity):
@@ -141,13 +217,18 @@ class InceptionFeatures(nn.Module):
             raise ModuleNotFoundError(
                 "metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
                 "without it leave metrics.inception_weights unset to use fid_local") from err
-        # torch-fidelity reads the file with weights_only=False; vet it as plain tensors first so
-        # a weights file carrying a code-running pickle is refused before that load.
-        from normapps.platform.checkpoint import safe_load
-
-        safe_load(path)
+        # Read the file once, as plain tensors (weights_only=True), and hand those tensors over.
+        # torch-fidelity's constructor torch.load()s whatever it is given with weights_only=False,
+        # so it gets an in-memory copy we serialized from the vetted tensors, never the file:
+        # a file swapped after the check is not read again.
+        state = safe_load(path)
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise CheckpointError(f"metrics.inception_weights: {path} is not a state dict of tensors")
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().clone() for k, v in state.items()}, buffer)
+        buffer.seek(0)
         self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
-                                      feature_extractor_weights_path=str(path))
+                                      feature_extractor_weights_path=buffer)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # torchmetrics' forward keeps only the first feature; the torch-fidelity pass gives both.
@@ -162,7 +243,8 @@ class GANMetrics:
     """
 
     def __init__(self, extractor: nn.Module, *, suffix: str, with_is: bool, kid_subset_size: int = 1000,
-                 kid_subsets: int = 50) -> None:
+                 kid_subsets: int = 50, reference_stats: dict[str, np.ndarray] | None = None,
+                 intra_fid_classes: int = 0) -> None:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.inception import InceptionScore
         from torchmetrics.image.kid import KernelInceptionDistance
@@ -177,11 +259,16 @@ class GANMetrics:
                                            subset_size=kid_subset_size, subsets=kid_subsets)
         self.is_ = InceptionScore(feature=nn.Identity(), splits=10) if with_is else None
         self.kid_subset_size = kid_subset_size
+        # FID against fixed (mu, sigma) (e.g. of the whole training set) instead of the real
+        # features seen; KID still uses those.
+        self.reference_stats = reference_stats
+        # Conditional models: FID per class on the same features (labels passed to update()).
+        self.intra = IntraClassFID(num_classes=intra_fid_classes, num_features=n) if intra_fid_classes else None
         self.num_real = 0
         self.num_fake = 0
 
     def to(self, device) -> "GANMetrics":
-        for m in (self.extractor, self.fid, self.kid, self.is_):
+        for m in (self.extractor, self.fid, self.kid, self.is_, self.intra):
             if m is not None:
                 m.to(device)
         return self
@@ -191,10 +278,14 @@ class GANMetrics:
         feats, logits = self.extractor(images.float())
         return feats.float(), logits.float()
 
-    def update(self, images: torch.Tensor, *, real: bool) -> None:
+    def update(self, images: torch.Tensor, *, real: bool, labels: torch.Tensor | None = None) -> None:
         feats, logits = self._features(images)
         self.fid.update(feats, real=real)
         self.kid.update(feats, real=real)
+        if self.intra is not None:
+            if labels is None:
+                raise ValueError("intra-class FID needs the images' labels")
+            self.intra.update(feats, labels.to(feats.device), real=real)
         if real:
             self.num_real += len(images)
         else:
@@ -202,13 +293,28 @@ class GANMetrics:
             if self.is_ is not None:
                 self.is_.update(logits)
 
+    def _fid_against_reference(self) -> float:
+        from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+        fid = self.fid
+        with fid.sync_context():  # the fake feature moments summed over processes
+            n = fid.fake_features_num_samples.double()
+            mean = fid.fake_features_sum.double() / n
+            cov = (fid.fake_features_cov_sum.double() - n * torch.outer(mean, mean)) / (n - 1)
+        fake = {"mu": mean.cpu().numpy(), "sigma": cov.cpu().numpy()}
+        return float(fid_statistics_to_metric(self.reference_stats, fake, verbose=False)
+                     ["frechet_inception_distance"])
+
     def compute(self) -> dict[str, float]:
-        out = {f"fid{self.suffix}": float(self.fid.compute())}
+        fid = self._fid_against_reference() if self.reference_stats is not None else float(self.fid.compute())
+        out = {f"fid{self.suffix}": fid}
         self.kid.subset_size = max(2, min(self.kid_subset_size, self.num_real, self.num_fake))
         kid_mean, _ = self.kid.compute()
         out[f"kid{self.suffix}"] = float(kid_mean)
         if self.is_ is not None:
             out[f"is{self.suffix}"] = float(self.is_.compute()[0])
+        if self.intra is not None:
+            out[f"intra_fid{self.suffix}"] = self.intra.compute()
         return out
 
     def reset_fake(self) -> None:
@@ -217,4 +323,42 @@ class GANMetrics:
         self.kid.reset()
         if self.is_ is not None:
             self.is_.reset()
+        if self.intra is not None:
+            self.intra.reset_fake()
         self.num_fake = 0
+
+
+class IntraClassFID:
+    """Intra-class FID (Miyato & Koyama 2018): the FID between the generated and the real
+    images of each class, averaged over classes. One torchmetrics FID per class on already
+    extracted features; real statistics are kept across evaluations."""
+
+    def __init__(self, *, num_classes: int, num_features: int) -> None:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.fids = [FrechetInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False)
+                     for _ in range(num_classes)]
+
+    def to(self, device) -> "IntraClassFID":
+        for m in self.fids:
+            m.to(device)
+        return self
+
+    def update(self, feats: torch.Tensor, labels: torch.Tensor, *, real: bool) -> None:
+        for c in labels.unique().tolist():
+            self.fids[c].update(feats[labels == c], real=real)
+
+    def per_class(self) -> list[float]:
+        """FID per class; nan for a class with fewer than 2 real or generated images."""
+        return [float(m.compute()) if min(int(m.real_features_num_samples), int(m.fake_features_num_samples)) >= 2
+                else math.nan for m in self.fids]
+
+    def compute(self) -> float:
+        values = [v for v in self.per_class() if not math.isnan(v)]
+        if not values:
+            raise ValueError("intra-class FID needs at least 2 real and 2 generated images of some class")
+        return float(np.mean(values))
+
+    def reset_fake(self) -> None:
+        for m in self.fids:
+            m.reset()

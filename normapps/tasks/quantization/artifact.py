@@ -25,31 +25,43 @@ def arch_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_quantized(path: str | Path, *, state_dict: dict[str, Any], arch: dict[str, Any],
-                   recipe: dict[str, Any], image_size: int, metrics: dict[str, float] | None = None
-                   ) -> Path:
-    """``recipe``: backend (fx|pt2e), per_channel, qat, folded (DFQ's folded graph), mode."""
+                   recipe: dict[str, Any], image_size: int, metrics: dict[str, float] | None = None,
+                   layer_shapes: dict[str, list[int]] | None = None) -> Path:
+    """``recipe``: backend (fx|pt2e), per_channel, qat, folded (DFQ's folded graph), mode.
+    ``layer_shapes`` (normapps.models.resize.layer_shapes of the float network) records a pruned
+    network's widths, so the file rebuilds it from the architecture alone."""
     path = Path(path)
     meta = {"format_version": FORMAT_VERSION, "arch": dict(arch), "recipe": dict(recipe),
             "image_size": int(image_size), "metrics": dict(metrics or {})}
+    if layer_shapes:
+        meta["layer_shapes"] = {k: [int(d) for d in v] for k, v in layer_shapes.items()}
     return atomic_save({FORMAT_KEY: meta, "state_dict": state_dict}, path)
 
 
-def _float_net(arch: dict[str, Any]) -> nn.Module:
+def _float_net(arch: dict[str, Any], layer_shapes: dict[str, list[int]] | None = None) -> nn.Module:
+    from normapps.models.resize import resize_to_shapes
+
     kw = dict(arch)
-    return build_classifier(kw.pop("arch"), **kw).eval()
+    net = build_classifier(kw.pop("arch"), **kw)
+    if layer_shapes:
+        resize_to_shapes(net, layer_shapes)
+    return net.eval()
 
 
-def build_quantized(arch: dict[str, Any], recipe: dict[str, Any], image_size: int) -> nn.Module:
+def build_quantized(arch: dict[str, Any], recipe: dict[str, Any], image_size: int,
+                    layer_shapes: dict[str, list[int]] | None = None) -> nn.Module:
     """The int8 model's structure with placeholder values (state comes from a file)."""
     from normapps.norm import fold_bn
-    from normapps.tasks.quantization import ptq
+    from normapps.tasks.quantization import dfq, ptq
 
     torch.backends.quantized.engine = "x86"
-    net = _float_net(arch)
+    net = _float_net(arch, layer_shapes)
     example = torch.zeros(2, int(arch.get("in_channels", 3)), image_size, image_size)
     per_channel = bool(recipe.get("per_channel", True))
     if recipe.get("folded"):
-        net = fold_bn(net)
+        net = fold_bn(dfq.relu6_to_relu(net) if recipe.get("relu6_to_relu") else net)
+    if recipe.get("backend", "fx") == "pt2e" and recipe.get("qat"):
+        return ptq.prepare_qat_pt2e_model(net, example)
     if recipe.get("backend", "fx") == "pt2e":
         prepared = ptq.prepare_pt2e_model(net, example, per_channel=per_channel)
         prepared(example)
@@ -75,12 +87,15 @@ def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the saved int8 model (weights_only loading); returns (callable model, meta)."""
     ckpt = safe_load(path)
     meta = quantized_meta(ckpt, path)
-    model = build_quantized(meta["arch"], meta["recipe"], meta["image_size"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = build_quantized(meta["arch"], meta["recipe"], meta["image_size"], meta.get("layer_shapes"))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild its int8 model ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
     if meta["recipe"].get("backend") == "pt2e":
-        from normapps.tasks.quantization.ptq import compile_int8, convert_pt2e_model
+        from normapps.tasks.quantization.ptq import compile_int8, convert_pt2e_model, convert_qat_pt2e_model
 
-        model = convert_pt2e_model(model)
+        model = convert_qat_pt2e_model(model) if meta["recipe"].get("qat") else convert_pt2e_model(model)
         if meta["recipe"].get("compile"):
             model = compile_int8(model)
     return model, meta

@@ -88,7 +88,9 @@ def _channels_out(layer: nn.Module) -> int:
 
 def find_layer_pairs(model: nn.Module, *, first_types: tuple[type, ...] = _LAYERS) -> list[LayerPair]:
     """Consecutive (conv|linear, conv|linear) pairs joined only by positively homogeneous
-    per-channel ops; grouped convs are skipped (their channels mix differently).
+    per-channel ops. Grouped and depthwise convs pair too (an output channel of the first is an
+    input channel of the second whatever the groups: the scaling stays per channel), which is
+    what MobileNet-style expand -> depthwise -> project chains need.
     ``first_types=(nn.BatchNorm2d,)`` finds (BN, next layer) pairs of an unfolded model."""
     gm = torch.fx.symbolic_trace(model)
     pairs = []
@@ -96,8 +98,6 @@ def find_layer_pairs(model: nn.Module, *, first_types: tuple[type, ...] = _LAYER
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), first_types):
             continue
         first = gm.get_submodule(node.target)
-        if getattr(first, "groups", 1) != 1:
-            continue
         cur, relu = node, False
         while len(cur.users) == 1:
             nxt = next(iter(cur.users))
@@ -105,7 +105,7 @@ def find_layer_pairs(model: nn.Module, *, first_types: tuple[type, ...] = _LAYER
                 second = gm.get_submodule(nxt.target)
                 n_out = _channels_out(first)
                 n_in = second.in_channels if isinstance(second, nn.Conv2d) else second.in_features
-                if getattr(second, "groups", 1) == 1 and n_in == n_out and nxt.args[0] is cur:
+                if n_in == n_out and nxt.args[0] is cur:
                     pairs.append(LayerPair(node.target, nxt.target, relu))
                 break
             if not _is_homogeneous(gm, nxt) or nxt.args[0] is not cur:
@@ -119,35 +119,107 @@ def _out_ranges(layer: nn.Module) -> torch.Tensor:
     return layer.weight.detach().abs().flatten(1).amax(1)
 
 
+def _by_group(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The weight as (groups, out per group, in per group, kernel elements): input channel j
+    of a grouped conv is column j % (in/groups) of the rows of group j // (in/groups)."""
+    c_out, c_in_g = weight.shape[0], weight.shape[1]
+    return weight.reshape(groups, c_out // groups, c_in_g, -1)
+
+
 def _in_ranges(layer: nn.Module) -> torch.Tensor:
-    return layer.weight.detach().abs().transpose(0, 1).flatten(1).amax(1)
+    w = _by_group(layer.weight.detach().abs(), getattr(layer, "groups", 1))
+    return w.amax(dim=(1, 3)).flatten()
+
+
+def _scale_inputs(layer: nn.Module, s: torch.Tensor) -> None:
+    """Divide every weight that reads input channel j by ``s[j]`` (in place)."""
+    groups = getattr(layer, "groups", 1)
+    w = _by_group(layer.weight.data, groups)
+    w.div_(s.view(groups, 1, -1, 1))
+
+
+def _input_response(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_j W[o, j] * x_j`` per output channel o for a per-input-channel constant ``x``
+    (the kernel summed: exact for a constant input away from the borders)."""
+    groups = getattr(layer, "groups", 1)
+    w = _by_group(weight, groups).sum(-1)  # (g, out/g, in/g)
+    return (w @ x.to(w.dtype).view(groups, -1, 1)).flatten()
 
 
 @torch.no_grad()
 def cross_layer_equalization(model: nn.Module, pairs: list[LayerPair],
                              stats: dict[str, PreActStats] | None = None, *,
-                             iterations: int = 3) -> nn.Module:
+                             iterations: int = 100, tolerance: float = 1e-4) -> int:
     """Equalize per-channel weight ranges in place: for each pair, with ``r1`` the range of
     output channel i of the first layer and ``r2`` that of input channel i of the second,
     ``s = sqrt(r1 * r2) / r1``; the first layer's channel is multiplied by ``s`` and the
     second's divided, which ReLU's positive homogeneity makes an exact reparametrization.
-    Iterated because a layer in the middle of a chain belongs to two pairs."""
-    for _ in range(iterations):
+
+    A layer in the middle of a chain (a depthwise conv between its expand and project convs)
+    belongs to two pairs, so sweeps over all pairs repeat until every scale of a sweep is
+    within ``tolerance`` of 1 (Nagel et al. iterate to convergence), at most ``iterations``
+    sweeps. Returns the number of sweeps run."""
+    for sweep in range(1, iterations + 1):
+        worst = 0.0
         for pair in pairs:
             first, second = model.get_submodule(pair.first), model.get_submodule(pair.second)
             r1, r2 = _out_ranges(first), _in_ranges(second)
             ok = (r1 > 0) & (r2 > 0)
             s = torch.where(ok, torch.sqrt(r1 * r2) / r1.clamp_min(1e-12), torch.ones_like(r1))
+            worst = max(worst, float((s - 1).abs().max()))
             shape1 = (-1,) + (1,) * (first.weight.dim() - 1)
             first.weight.mul_(s.view(shape1))
             if first.bias is not None:
                 first.bias.mul_(s)
-            shape2 = (1, -1) + (1,) * (second.weight.dim() - 2)
-            second.weight.div_(s.view(shape2))
+            _scale_inputs(second, s)
             if stats is not None and pair.first in stats:
                 st = stats[pair.first]
                 stats[pair.first] = PreActStats(st.mean * s, st.std * s)
-    return model
+        if worst < tolerance:
+            return sweep
+    return iterations
+
+
+@torch.no_grad()
+def absorb_high_bias(model: nn.Module, pairs: list[LayerPair], stats: dict[str, PreActStats], *,
+                     n_std: float = 3.0) -> list[str]:
+    """High-bias absorption (Nagel et al. 2019, Sec. 4.1.1): for a pair through ReLU, the part
+    ``c = max(0, beta - 3 gamma)`` of a channel's pre-activation that is (almost) always above 0
+    passes the ReLU unchanged, so it is moved out of the first layer's bias into the second
+    layer's (``b2 += W2 c``): activation ranges shrink with the function kept wherever the
+    pre-activation exceeds c. Returns the first layers changed."""
+    absorbed = []
+    for pair in pairs:
+        st = stats.get(pair.first)
+        first = model.get_submodule(pair.first)
+        if st is None or not pair.through_relu or first.bias is None:
+            continue
+        c = (st.mean - n_std * st.std).clamp_min(0)
+        if not bool((c > 0).any()):
+            continue
+        second = model.get_submodule(pair.second)
+        first.bias.sub_(c.to(first.bias.dtype))
+        shift = _input_response(second, second.weight.detach(), c)
+        if second.bias is None:
+            second.bias = nn.Parameter(torch.zeros_like(shift))
+        second.bias.add_(shift.to(second.bias.dtype))
+        stats[pair.first] = PreActStats(st.mean - c, st.std)
+        absorbed.append(pair.first)
+    return absorbed
+
+
+def relu6_to_relu(model: nn.Module) -> nn.Module:
+    """A copy with every ReLU6 module replaced by ReLU: equalization needs a positively
+    homogeneous activation, and the DFQ paper does the same for MobileNetV2 (the clipping at 6
+    only matters for the rare activations above it)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, nn.ReLU6):
+            parent, _, leaf = name.rpartition(".")
+            setattr(out.get_submodule(parent) if parent else out, leaf, nn.ReLU(inplace=m.inplace))
+    return out
 
 
 def expected_relu_output(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -198,7 +270,7 @@ def bias_correction(model: nn.Module, pairs: list[LayerPair], stats: dict[str, P
             continue
         layer = model.get_submodule(pair.second)
         dw = quantize_weight(layer.weight, per_channel=per_channel) - layer.weight.float()
-        shift = dw.flatten(2).sum(2) @ mean_in if dw.dim() > 2 else dw @ mean_in
+        shift = _input_response(layer, dw, mean_in)
         if layer.bias is None:
             layer.bias = nn.Parameter(torch.zeros_like(shift))
         layer.bias.sub_(shift.to(layer.bias.dtype))
@@ -207,12 +279,21 @@ def bias_correction(model: nn.Module, pairs: list[LayerPair], stats: dict[str, P
 
 
 def data_free_prepare(model: nn.Module, *, per_channel: bool, equalize: bool = True,
-                      correct_bias: bool = True, iterations: int = 3) -> tuple[nn.Module, dict]:
-    """Folded float model with CLE and bias correction applied (ready for int8 conversion)."""
-    folded, stats = fold_bn_with_stats(model)
+                      correct_bias: bool = True, absorb_bias: bool = True, iterations: int = 100,
+                      tolerance: float = 1e-4) -> tuple[nn.Module, dict]:
+    """Folded float model with DFQ applied (ready for int8 conversion): ReLU6 -> ReLU, BN
+    folding, cross-layer equalization iterated to convergence, high-bias absorption, bias
+    correction - all from the model's own BN statistics, no data."""
+    relu6 = sum(isinstance(m, nn.ReLU6) for m in model.modules())
+    src = relu6_to_relu(model) if (relu6 and equalize) else model
+    folded, stats = fold_bn_with_stats(src)
     pairs = find_layer_pairs(folded)
-    if equalize:
-        cross_layer_equalization(folded, pairs, stats, iterations=iterations)
+    sweeps = cross_layer_equalization(folded, pairs, stats, iterations=iterations,
+                                      tolerance=tolerance) if equalize else 0
+    absorbed = absorb_high_bias(folded, pairs, stats) if (equalize and absorb_bias) else []
     corrected = bias_correction(folded, pairs, stats, per_channel=per_channel) if correct_bias else []
-    info = {"pairs": len(pairs), "bias_corrected": len(corrected)}
+    depthwise = sum(1 for p in pairs if getattr(folded.get_submodule(p.first), "groups", 1) > 1
+                    or getattr(folded.get_submodule(p.second), "groups", 1) > 1)
+    info = {"pairs": len(pairs), "depthwise_pairs": depthwise, "relu6_replaced": relu6 if src is not model else 0,
+            "cle_iterations": sweeps, "high_bias_absorbed": len(absorbed), "bias_corrected": len(corrected)}
     return folded, info

@@ -37,3 +37,11 @@ def report_row(name: str, fn: Callable[[torch.Tensor], torch.Tensor], batches: I
 
 def file_bytes(path: str | Path) -> int:
     return Path(path).stat().st_size
+
+
+def time_models(models, input_shape, **kw):
+    """Side-by-side latency of the report's models (platform's deployment_latency: float models
+    BN-folded, every model in its faster memory format unless fixed)."""
+    from normapps.platform.profiling import deployment_latency
+
+    return deployment_latency(models, input_shape, **kw)

@@ -28,6 +28,8 @@ class SlimmingModule(ClassificationModule):
             "bn_widths": bn_widths(self.net),
             "image_size": int(getattr(self, "image_size", 32)),
             "stage": str(getattr(self, "stage", "")),
+            # The unpruned network this one was pruned from (task=quantization's combined table).
+            "unpruned_checkpoint": getattr(self, "unpruned_checkpoint", None),
         }
 
     @classmethod
@@ -36,6 +38,7 @@ class SlimmingModule(ClassificationModule):
         extra = checkpoint.get(SLIMMING_KEY) or {}
         module.image_size = int(extra.get("image_size", 32))
         module.stage = extra.get("stage", "")
+        module.unpruned_checkpoint = extra.get("unpruned_checkpoint")
         widths = extra.get("bn_widths")
         if widths:
             try:

@@ -23,8 +23,9 @@ from normapps.platform.options import OptionError, as_bool, as_float, as_int
 from normapps.platform.runner import checkpoint_paths
 from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.slimming.module import SlimmingModule
+from normapps.tasks.slimming.plot import save_stage_figure
 from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
-from normapps.tasks.slimming.report import evaluate_accuracy, model_cost, side_by_side_latency
+from normapps.tasks.slimming.report import deployment_latency, evaluate_accuracy, model_cost
 from normapps.tasks.slimming.sparsity import BNSparsity
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
         "latency_rounds": as_int(key("latency_rounds"), sl.get("latency_rounds"), min=1),
         "latency_repeats": as_int(key("latency_repeats"), sl.get("latency_repeats"), min=1),
         "latency_threads": as_int(key("latency_threads"), sl.get("latency_threads"), min=1, allow_none=True),
-        "latency_channels_last": as_bool(key("latency_channels_last"), sl.get("latency_channels_last", False)),
+        # null (the default) times NCHW and NHWC side by side and keeps the faster per batch size.
+        "latency_channels_last": as_bool(key("latency_channels_last"), sl.get("latency_channels_last"),
+                                         allow_none=True),
     }
     sizes = sl.get("latency_batch_sizes")
     sizes = OmegaConf.to_container(sizes) if isinstance(sizes, ListConfig) else sizes
@@ -133,6 +136,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             ctx, module, datamodule, "sparsified", opts["epochs"]["sparsified"],
             callbacks=[BNSparsity(s=opts["s"])], keep="last")
         record("sparsified")
+    # The unpruned reference the pruned checkpoints point to (weights as trained, before pruning).
+    ref = checkpoints.get("trained", {}).get("best_checkpoint") or checkpoints.get("sparsified", {}).get("last_checkpoint")
+    module.unpruned_checkpoint = ref
     # 3. pruning: one global |gamma| threshold, physical removal
     net = module.net.cpu().eval()
     plan = make_plan(net, example, ratio=opts["ratio"], min_channels=opts["min_channels"])
@@ -164,6 +170,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     csv_path, md_path = write_table(ctx.output_dir, "slimming", rows)
     log.info("slimming table (%s):\n%s", md_path, markdown_table(rows))
     _log_table(ctx, rows)
+    figure = save_stage_figure(rows, ctx.output_dir, loggers=ctx.loggers)
 
     final = checkpoints.get("finetuned", checkpoints["pruned"])
     metrics: dict[str, Any] = {}
@@ -186,6 +193,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         "pruning": {**plan.summary(), "min_channels": opts["min_channels"],
                     "recalibrate_bn": opts["recalibrate_bn"]},
         "table": {"csv": str(csv_path), "markdown": str(md_path)},
+        "figure": str(figure),
         "machine": machine_description(),
     }
 
@@ -193,23 +201,25 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
 def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float],
                input_shape: tuple[int, ...], opts: dict[str, Any]) -> list[dict[str, Any]]:
     example = torch.randn(1, *input_shape)
-    timing = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
-                                  batch_sizes=opts["latency_batch_sizes"],
-                                  rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
-                                  threads=opts["latency_threads"],
-                                  channels_last=opts["latency_channels_last"])
+    # The deployable model (BN folded) in the layout that measured fastest (or the forced one).
+    timing = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
+                                rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
+                                threads=opts["latency_threads"],
+                                channels_last=opts["latency_channels_last"])
     gpu = {}
     if torch.cuda.is_available():
-        gpu = side_by_side_latency({n: copy.deepcopy(m) for n, m in snapshots.items()}, input_shape,
-                                   batch_sizes=opts["latency_batch_sizes"], device="cuda",
-                                   rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
-                                   channels_last=opts["latency_channels_last"],
-                                   prefix="gpu_latency_ms")
+        gpu = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
+                                 device="cuda", rounds=opts["latency_rounds"],
+                                 repeats=opts["latency_repeats"],
+                                 channels_last=opts["latency_channels_last"], prefix="gpu_latency_ms")
+        gpu = {n: {k: v for k, v in row.items() if k.startswith("gpu_")} for n, row in gpu.items()}
     ref = next(iter(snapshots))
+    channels = {stage: sum(bn.num_features for _, bn in prunable_bns(net)) for stage, net in snapshots.items()}
     rows = []
     for stage, net in snapshots.items():
-        row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage], **model_cost(net, example),
-                               **timing[stage], **gpu.get(stage, {})}
+        row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage],
+                               "channels_kept": channels[stage] / channels[ref], **model_cost(net, example),
+                               "latency_model": "bn-folded", **timing[stage], **gpu.get(stage, {})}
         for b in opts["latency_batch_sizes"]:
             row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / timing[stage][f"latency_ms_bs{b}"]
         rows.append(row)

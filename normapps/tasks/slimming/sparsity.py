@@ -1,7 +1,8 @@
 """Sparsity training for network slimming: an L1 penalty on every BN scale (Liu et al. 2017).
 
 The penalty s * sum|gamma| is not added to the loss; its subgradient s * sign(gamma) is added to
-each BN weight's gradient after backward, as the paper's code does, so the logged loss stays the
+each BN weight's gradient before the optimizer step, as the paper's code does (right after
+backward, where its gradients are already final), so the logged loss stays the
 plain task loss and the optimizer (momentum, weight decay) sees the penalised gradient.
 """
 from __future__ import annotations
@@ -26,7 +27,13 @@ def add_bn_l1_subgradient(model: nn.Module, s: float) -> int:
 
 
 class BNSparsity(pl.Callback):
-    """Adds ``s * sign(gamma)`` to every BN scale's gradient after each backward pass."""
+    """Adds ``s * sign(gamma)`` to every BN scale's gradient once per optimizer step.
+
+    It is added in ``on_before_optimizer_step``, where Lightning has already unscaled the
+    gradients (16-mixed's GradScaler multiplies them by its scale during backward) and summed
+    the micro-batches of gradient accumulation: added after backward, the penalty shrank to
+    s / scale under 16-mixed.
+    """
 
     def __init__(self, *, s: float = 1e-4) -> None:
         if s < 0:
@@ -38,8 +45,5 @@ class BNSparsity(pl.Callback):
             raise ValueError("sparsity training needs BatchNorm layers with a learnable scale; "
                              "use model.norm=batch")
 
-    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning divides the loss by accumulate_grad_batches and calls this once per
-        # micro-batch; divide the same way so one optimizer step adds exactly s * sign(gamma).
-        accumulate = max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)
-        add_bn_l1_subgradient(pl_module, self.s / accumulate)
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        add_bn_l1_subgradient(pl_module, self.s)
