@@ -182,7 +182,9 @@ def bench_int8_convolutions(size: int, reps: int) -> list[dict]:
     channels) in int8 (x86 quantized kernels, quantize/dequantize included) vs fp32 channels_last."""
     import torch.ao.nn.quantized as nnq
 
-    torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+    from normapps.platform.int8 import set_int8_engine
+
+    set_int8_engine()
     shapes = [("contract 9x9 3->32", 3, 32, 9, 1, size), ("contract 3x3/2 32->32", 32, 32, 3, 2, size),
               ("residual 3x3 32->32", 32, 32, 3, 1, size // 4), ("expand 3x3 8->4", 8, 4, 3, 1, size),
               ("output 9x9 4->3", 4, 3, 9, 1, size)]
@@ -212,6 +214,34 @@ def bench_int8_convolutions(size: int, reps: int) -> list[dict]:
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
+
+
+def figure_panels(result: dict) -> list[dict]:
+    """Images/s per path and size, one panel per method and allocator (``bench_style``'s figure).
+    Each bar says its speed against the run's reference: onnxruntime where it runs (every size
+    for ``cin``, 384 only for ``arbitrary_cin``: the shipped graph is fixed there), else fp32
+    channels_last."""
+    panels = []
+    for method in ("cin", "arbitrary_cin"):
+        rows = [r for r in result.get(method) or [] if "images_per_s" in r]
+        for allocator in dict.fromkeys(r["allocator"] for r in rows):
+            data, notes = {}, {}
+            for r in rows:
+                if r["allocator"] != allocator:
+                    continue
+                group = f"{r['size']} px"
+                data.setdefault(group, {})[r["mode"]] = r["images_per_s"]
+                notes[(group, r["mode"])] = f"{r['speed_vs_onnxruntime']:.2f}x"
+            label = "26-style CIN" if method == "cin" else "arbitrary CIN (transformer)"
+            alloc = "" if allocator == "-" else f", {allocator}"
+            refs = ["onnxruntime" if "onnxruntime" in modes else "fp32 channels_last" for modes in data.values()]
+            if len(set(refs)) > 1:
+                ref = " / ".join(f"{r} at {g}" for g, r in zip(data, refs))
+            else:
+                ref = refs[0]
+            panels.append({"title": f"{label}, batch {rows[0]['batch']}{alloc}\n(ratio: vs {ref})", "data": data,
+                           "notes": notes, "ylabel": "images/s", "xlabel": "content size"})
+    return panels
 
 
 def run(methods, *, sizes, reps, device, compile_modes, batch, threads, int8_kernels) -> dict:

@@ -2,8 +2,8 @@
 
     python scripts/bench_norms.py [--batch 32 --channels 64 --size 32 --repeats 20]
 
-Prints a Markdown table (median ms per forward+backward, ratio to nn.BatchNorm2d) for the
-README. Conditional kinds get their condition input; channels_last is measured for batch norm.
+Prints a Markdown table (median ms per forward+backward, ratio to nn.BatchNorm2d), as in
+docs/results.md. Conditional kinds get their condition input; channels_last is measured for batch norm.
 """
 from __future__ import annotations
 

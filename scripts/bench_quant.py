@@ -18,22 +18,20 @@ import os
 import platform
 import statistics
 import tempfile
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from normapps.data.classification import ClassificationDataModule  # noqa: E402
-from normapps.norm import recalibrate_bn  # noqa: E402
-from normapps.platform.checkpoint import load_module  # noqa: E402
-from normapps.platform.profiling import measure_latency, state_dict_bytes  # noqa: E402
-from normapps.platform.summary import markdown_table  # noqa: E402
-from normapps.tasks.quantization import dfq, ptq, zeroq  # noqa: E402
-from normapps.tasks.quantization.artifact import arch_hparams, load_quantized, save_quantized  # noqa: E402
-from normapps.tasks.quantization.report import accuracy, as_callable  # noqa: E402
+from normapps.data.classification import ClassificationDataModule
+from normapps.norm import recalibrate_bn
+from normapps.platform.checkpoint import load_module
+from normapps.platform.int8 import set_int8_engine
+from normapps.platform.profiling import measure_latency, state_dict_bytes
+from normapps.platform.summary import markdown_table
+from normapps.tasks.quantization import dfq, ptq, zeroq
+from normapps.tasks.quantization.artifact import arch_hparams, load_quantized, save_quantized
+from normapps.tasks.quantization.report import accuracy, as_callable
 
 
 def ill_conditioned(model: torch.nn.Module, *, spread: float, seed: int = 0) -> torch.nn.Module:
@@ -82,9 +80,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.backends.quantized.engine = "x86"
+    set_int8_engine()
 
-    module = load_module(args.ckpt, expected_task="classification")
+    module = load_module(args.ckpt, expected_network="classifier")
     hp = dict(module.hparams)
     arch = arch_hparams(hp)
     net = module.net.eval()

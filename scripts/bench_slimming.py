@@ -20,14 +20,12 @@ if os.environ.get("OMP_WAIT_POLICY") is None:  # must be set before the OpenMP r
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from normapps.platform.checkpoint import load_module  # noqa: E402
-from normapps.platform.profiling import count_flops, count_parameters  # noqa: E402
-from normapps.platform.summary import markdown_table  # noqa: E402
-from normapps.tasks.slimming.report import deployment_latency  # noqa: E402
+from normapps.platform.checkpoint import load_module
+from normapps.platform.profiling import count_flops, count_parameters
+from normapps.platform.summary import markdown_table
+from normapps.tasks.slimming.report import deployment_latency
 
 
 def main() -> None:

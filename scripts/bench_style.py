@@ -10,6 +10,12 @@ Images/s counts content encode + AdaIN + decode (the style is encoded once, outs
 as in the paper). Fidelity: PSNR of each fast path against fp32 NCHW on the same inputs (peak 1,
 outputs clamped to [0, 1] as saved). Weights are random (He init): speed does not depend on
 them. Training: optimizer steps/s of the task's LightningModule step (batch 4, 128 px crops).
+
+With ``--out results.json`` the results go there as JSON and a figure beside it,
+``results.png``: images/s per path and size (each bar says its speed against the reference
+path measured in the same run, the number to compare on a busy machine), one panel per method (and allocator for the CIN
+methods), training steps/s in a panel of its own. ``--wandb`` also logs the figure to an
+offline W&B run under the output's folder.
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ import warnings
 from pathlib import Path
 
 import torch
+
+# The checkout's root first: its normapps, and scripts.bench_cin / tests.cin_reference for the CIN methods.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from normapps.tasks.style_transfer.decoder import Decoder  # noqa: E402
 from normapps.tasks.style_transfer.stylize import Stylizer  # noqa: E402
@@ -171,6 +180,50 @@ def bench_4096(device, tile_size) -> dict:
     return row
 
 
+def figure_panels(result: dict) -> list[dict]:
+    """The figure's panels: images/s per path and size for every timed method."""
+    panels = []
+    inference = result.get("inference") or []
+    if inference:
+        data, notes = {}, {}
+        for r in inference:
+            group = f"{r['size']} px"
+            data.setdefault(group, {})[r["mode"]] = r["images_per_s"]
+            notes[(group, r["mode"])] = f"{r['speedup_vs_fp32_nchw']:.2f}x"
+        panels.append({"title": f"AdaIN, batch {inference[0]['batch']} (ratio: vs fp32 NCHW)",
+                       "data": data, "notes": notes, "ylabel": "images/s", "xlabel": "content size"})
+    if result.get("training"):
+        panels.append({"title": f"AdaIN training, batch 4, {result['training'][0]['crop']} px crops",
+                       "data": {"train step": {r["train"]: r["steps_per_s"] for r in result["training"]}},
+                       "ylabel": "optimizer steps/s"})
+    if result.get("cin") or result.get("arbitrary_cin"):
+        from scripts.bench_cin import figure_panels as cin_panels
+
+        panels += cin_panels(result)
+    return panels
+
+
+def write_figure(result: dict, out: Path, *, wandb: bool = False) -> Path | None:
+    """``<out>.png`` beside the JSON results (and on W&B with ``wandb``); None when nothing was timed."""
+    from normapps.platform.plots import bar_panels, save_figure
+
+    panels = figure_panels(result)
+    if not panels:
+        return None
+    machine = result.get("machine", {})
+    fig = bar_panels(panels, title=f"{out.stem}: {machine.get('device', '')} {machine.get('cpu', '')}, "
+                                   f"{machine.get('threads', '?')} threads, torch {machine.get('torch', '?')}, "
+                                   f"{machine.get('date', '')}")
+    from normapps.platform.logging import finish_loggers, script_wandb_loggers
+
+    loggers = script_wandb_loggers(out.parent, name=out.stem, group="benchmarks",
+                                   job_type="bench_style") if wandb else []
+    path = save_figure(fig, out.parent, out.stem, loggers=loggers, key=f"{out.stem}_plot")
+    if loggers:
+        finish_loggers(loggers)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -183,13 +236,16 @@ def main() -> None:
     p.add_argument("--tile-size", type=int, default=1024)
     p.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"],
                    help="AdaIN encoder (vgg16: the packaged default; vgg19: the public release's)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None, help="write the results as JSON here and a figure beside it (.png)")
+    p.add_argument("--wandb", action="store_true", help="with --out: also log the figure to an offline W&B run")
     p.add_argument("--methods", nargs="+", default=["adain"], choices=["adain", "cin", "arbitrary_cin"],
                    help="adain: the AdaIN/WCT Stylizer; cin / arbitrary_cin: side by side with "
                         "onnxruntime on the packaged networks (scripts/bench_cin.py)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ours and onnxruntime (cin methods)")
     p.add_argument("--int8-kernels", action="store_true", help="cin methods: int8 vs fp32 convolutions of their shapes")
     args = p.parse_args()
+    if args.wandb and not args.out:
+        p.error("--wandb logs the figure written beside --out: give --out results.json too")
     device = torch.device(args.device)
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -216,7 +272,11 @@ def main() -> None:
         if args.train_steps:
             result["training"] = bench_training(args.train_steps, device)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        figure = write_figure(result, out, wandb=args.wandb)
+        print(json.dumps({"results": str(out), "figure": str(figure) if figure else None}), flush=True)
 
 
 if __name__ == "__main__":

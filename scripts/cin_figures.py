@@ -10,19 +10,16 @@ pipelines and the packaged pretrained networks (no onnxruntime involved).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from normapps.data.bundled import bundled_image  # noqa: E402
-from normapps.tasks.style_transfer.cin_data import bundled_styles  # noqa: E402
-from normapps.tasks.style_transfer.cin_stylize import ArbitraryCINStylizer, CINStylizer  # noqa: E402
-from normapps.tasks.style_transfer.onnx_ports import load_magenta, load_multistyle26  # noqa: E402
+from normapps.data.bundled import bundled_image
+from normapps.tasks.style_transfer.cin_data import bundled_styles
+from normapps.tasks.style_transfer.cin_stylize import ArbitraryCINStylizer, CINStylizer
+from normapps.tasks.style_transfer.onnx_ports import load_magenta, load_multistyle26
 
 
 def tensor(img: Image.Image, size: int, square: bool = True) -> torch.Tensor:

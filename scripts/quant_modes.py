@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from normapps.platform.plots import new_figure, save_figure  # noqa: E402
-from normapps.platform.summary import markdown_table  # noqa: E402
+from normapps.platform.plots import new_figure, save_figure
+from normapps.platform.summary import markdown_table
 
 
 def collect(runs: list[Path]) -> list[dict]:

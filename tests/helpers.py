@@ -33,3 +33,25 @@ def train(run_dir: Path, *overrides: str, **kw) -> dict:
 
 def infer(output_dir: Path, *overrides: str, **kw) -> subprocess.CompletedProcess:
     return run_cli("infer.py", f"output_dir={output_dir}", *overrides, **kw)
+
+
+def assert_figure(path: Path, *, min_width: int = 300, min_height: int = 200) -> None:
+    """``path`` is a PNG that decodes, of at least the given size, with a drawing on it: not
+    one flat colour, enough non-background pixels and colours to hold axes, text and data."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    assert path.is_file(), f"no figure at {path}"
+    with Image.open(path) as img:
+        assert img.format == "PNG", (path, img.format)
+        img.verify()
+    with Image.open(path) as img:
+        width, height = img.size
+        rgb = np.asarray(img.convert("RGB"))
+    assert width >= min_width and height >= min_height, (path, img.size)
+    background = np.median(rgb.reshape(-1, 3), axis=0)
+    drawn = np.abs(rgb.astype(int) - background).sum(axis=2) > 30
+    assert drawn.mean() > 0.01, f"{path}: only {drawn.mean():.2%} of the pixels are drawn"
+    colours = len(np.unique(rgb.reshape(-1, 3)[::7], axis=0))
+    assert colours > 20, f"{path}: {colours} colours, a figure has lines, text and antialiasing"

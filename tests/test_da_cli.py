@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from normapps.data.bundled import load_digits_tensors
-from tests.helpers import infer, run_cli, train
+from tests.helpers import assert_figure, infer, run_cli, train
 from tests.test_da_released import write_cifar_c
 
 METHODS = ["none", "test_bn", "prior_bn", "adabn", "tent", "eata", "sar", "dsbn"]
@@ -52,6 +52,9 @@ def test_train_all_methods_with_wandb_then_infer(tmp_path):
     md = (run / "da_results.md").read_text()
     assert "stream=reset, batch size 64" in md and "| method | norm | protocol |" in md
     assert (run / "da_results.png").stat().st_size > 10_000
+    assert_figure(run / "da_results.png")
+    assert not (run / "da_stream.png").exists()  # reset: one stream per target, no stream curve
+    assert summary["results_table"]["stream_plot"] is None
     # the W&B run holds the table and the plot
     media = list((run / "wandb").glob("offline-run-*/files/media/**/*"))
     assert any(p.name.startswith("da_results") and p.suffix == ".json" for p in media), media
@@ -85,6 +88,9 @@ def test_released_data_continual_stream_on_bn_and_gn_models(tmp_path):
     assert gn["dsbn"]["mean"] == ""  # DSBN needs BN: n/a on the GN model
     assert gn["test_bn"]["mean"] == gn["none"]["mean"]  # no BN to re-normalize
     assert "n/a" in (run / "da_results.md").read_text()
+    assert_figure(run / "da_results.png")
+    assert_figure(run / "da_stream.png", min_height=400)  # error along the stream, one panel per norm
+    assert summary["results_table"]["stream_plot"] == str(run / "da_stream.png")
     for n in ("batch", "group"):
         assert 0 <= summary["metrics"][f"target/sar/{n}/error"] <= 1
         assert (run / "checkpoints" / n).is_dir()

@@ -93,3 +93,36 @@ def test_bad_stream_options():
         check_stream("label_shift", None)
     with pytest.raises(ValueError, match="dirichlet"):
         check_stream("label_shift", 0)
+
+
+def test_windowed_errors_cover_the_stream_in_whole_batches():
+    from normapps.tasks.domain_adaptation.runner import windowed_errors
+
+    wrong = torch.zeros(1013 * 4, dtype=torch.bool)
+    wrong[2000:] = True
+    xs, ys, per_window = windowed_errors(wrong, batch_size=4, max_points=100, min_window=32)
+    assert per_window == 11 and len(xs) <= 100  # ceil(1013 / 100) batches, >= 32 samples
+    assert ys[0] == 0.0 and ys[-1] == 1.0 and xs == sorted(xs)
+    # the short tail (1013 = 92 * 11 + 1 batches) joins the last window instead of a 1-batch point
+    assert len(xs) == 92 and xs[-1] == pytest.approx((91 * 11 + 1013) / 2)
+    # batch size 1 at a tiny stream: windows of 32 samples
+    assert windowed_errors(torch.ones(70, dtype=torch.bool), batch_size=1)[2] == 32
+
+
+@pytest.mark.parametrize("kind", ["continual", "mixed"])
+def test_stream_figure_has_a_panel_per_norm(tmp_path, kind):
+    import types
+
+    from normapps.tasks.domain_adaptation.runner import plot_stream
+    from tests.helpers import assert_figure
+
+    names = ["fog-5", "contrast-5", "frost-5"]
+    doms = [(n, torch.zeros(40, 1, 2, 2), torch.arange(40) % 10) for n in names]
+    (stream,) = build_streams(kind, doms, seed=0)
+    g = torch.Generator().manual_seed(0)
+    curves = {(norm, m): torch.rand(120, generator=g) < p
+              for norm in ("batch", "group") for m, p in (("none", 0.6), ("tent", 0.2))}
+    ctx = types.SimpleNamespace(output_dir=tmp_path, loggers=[])
+    path = plot_stream(ctx, curves, stream, names, kind=kind, batch_size=2, norms=["batch", "group"])
+    assert path == tmp_path / "da_stream.png"
+    assert_figure(path, min_height=500)

@@ -69,3 +69,19 @@ def test_wandb_is_offline_by_default():
 def test_classification_norm_choice_reaches_the_model():
     cfg = _compose(CONF, "train", ["task=classification", "model.norm=group"])
     assert cfg.model.norm == "group"
+
+
+def test_the_gan_monitor_follows_the_inception_weights_in_the_config(tmp_path):
+    """No runner rewrites the config after config.yaml is written: the GAN's checkpoint monitor
+    is chosen by the config itself (val/fid with local InceptionV3 weights, else val/fid_local)."""
+    from omegaconf import OmegaConf
+
+    from tests.hydra_configs import compose_train
+
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"x")
+    plain = compose_train(["task=gan"], tmp_path / "a")
+    assert OmegaConf.select(plain, "task.monitor") == "val/fid_local"
+    assert plain.callbacks.model_checkpoint.monitor == "val/fid_local"
+    fid = compose_train(["task=gan", f"metrics.inception_weights={weights}"], tmp_path / "b")
+    assert fid.task.monitor == "val/fid" and fid.callbacks.model_checkpoint.monitor == "val/fid"

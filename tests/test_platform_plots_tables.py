@@ -51,3 +51,25 @@ def test_wandb_table_columns_never_mix_numbers_and_strings():
     assert table_cell(torch.tensor(0.5)) == 0.5 and table_cell(math.inf) is None
     assert table_cell(True) == "True" and table_cell("x") == "x"
     log_table([object()], "x", rows)  # no W&B logger: nothing to do
+
+
+def test_bar_panels_one_panel_per_entry_same_colour_per_series(tmp_path):
+    from normapps.platform.plots import bar_panels
+    from tests.helpers import assert_figure
+
+    panels = [{"title": "A", "data": {"256 px": {"fp32": 2.0, "int8": 6.0}, "512 px": {"fp32": 0.5, "int8": 1.5}},
+               "notes": {("256 px", "int8"): "3.00x"}, "ylabel": "images/s"},
+              {"title": "B", "data": {"384 px": {"onnxruntime": 3.0, "fp32": 1.0}}, "log_y": True},
+              {"title": "empty", "data": {}}]
+    fig = bar_panels(panels, title="bench")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["A", "B"]  # an empty panel is dropped
+    colours = {ax.get_title(): [tuple(b.get_facecolor()) for b in ax.patches] for ax in visible}
+    # bars series by series: A = fp32 x2, int8 x2; B = fp32, onnxruntime (series keep first-seen order)
+    assert colours["A"][0] == colours["A"][1] == colours["B"][0]  # fp32: one colour in both panels
+    assert len({colours["A"][0], colours["A"][2], colours["B"][1]}) == 3
+    assert [t.get_text() for t in visible[0].texts] == ["3.00x"]
+    assert visible[1].get_yscale() == "log"
+    assert_figure(save_figure(fig, tmp_path, "bars"))
+    with pytest.raises(ValueError, match="nothing to plot"):
+        bar_panels([{"title": "x", "data": {}}])

@@ -103,7 +103,6 @@ def _cfg(inputs, tmp_path, **over):
     ({"method": "gatys"}, "method"),
     ({"precision": "int4"}, "precision='int4'"),
     ({"precision": "int8", "compile": True}, "do not combine"),
-    ({"ckpt_path": None}, "weights needed"),
     ({"encoder_weights": "x.pth"}, "not both"),
     ({"content": "CONTENT_BAD"}, "not an image|cannot read image"),
     ({"style": "BAD_STYLE"}, "bad_style.jpg"),
@@ -115,6 +114,21 @@ def test_bad_inputs_are_named_before_any_work(inputs, tmp_path, over, match):
                 str(inputs["bad_style"]) if v == "BAD_STYLE" else v) for k, v in over.items()}
     with pytest.raises((ValueError, FileNotFoundError, ImageReadError), match=match):
         validate(_cfg(inputs, tmp_path, **over))
+
+
+def test_int8_on_a_gpu_is_refused_with_the_other_options_before_weights_load(inputs, tmp_path, monkeypatch):
+    """precision, device, tile size and method are checked together, before any network loads."""
+    import torch
+
+    from normapps.tasks.style_transfer import infer as style_infer
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights loaded before the options were checked")
+
+    monkeypatch.setattr(style_infer, "load_networks", no_weights)
+    with pytest.raises(ValueError, match="CPU only"):
+        style_infer.run(_cfg(inputs, tmp_path, precision="int8"), device=torch.device("cuda"),
+                        output_dir=tmp_path)
 
 
 def test_folder_with_a_bad_file_warns_and_skips(inputs, tmp_path, caplog):

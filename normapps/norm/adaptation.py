@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from .factory import check_norm_kind, norm_kind_of
 from .test_time import use_batch_stats
 
 __all__ = [
-    "ADAPTABLE_NORM_KINDS", "norm_layer_kind", "norm_affine_params", "configure_norm_adaptation",
+    "ADAPTABLE_NORM_KINDS", "check_adaptable_kinds", "norm_layer_kind", "norm_affine_params", "configure_norm_adaptation",
     "softmax_entropy", "entropy_margin", "reliable_mask", "redundancy_mask", "update_mean_probs",
     "entropy_weights", "fisher_diagonal", "fisher_penalty", "SAM", "StateSnapshot",
 ]
@@ -36,32 +36,26 @@ ADAPTABLE_NORM_KINDS = ("batch", "group", "layer")
 
 def norm_layer_kind(module: nn.Module) -> str | None:
     """``batch``, ``group``, ``layer`` (nn.LayerNorm or a one-group GroupNorm, which is what
-    ``build_norm("layer")`` makes for feature maps), ``instance`` or None."""
-    if isinstance(module, _BatchNorm):
-        return "batch"
-    if isinstance(module, nn.GroupNorm):
-        return "layer" if module.num_groups == 1 else "group"
-    if isinstance(module, nn.LayerNorm):
-        return "layer"
-    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
-        return "instance"
-    return None
+    ``build_norm("layer")`` makes for feature maps), ``instance``, another registry kind or
+    None: the core's :func:`normapps.norm.factory.norm_kind_of`."""
+    return norm_kind_of(module)
 
 
-def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    bad = [k for k in kinds if k not in ADAPTABLE_NORM_KINDS + ("instance",)]
-    if bad or not kinds:
-        raise ValueError(f"norm kinds to adapt must be among {', '.join(ADAPTABLE_NORM_KINDS)}, "
-                         f"instance; got {list(kinds)}")
-    return kinds
+def check_adaptable_kinds(kinds: str | Sequence[str], option: str = "norm kinds to adapt",
+                          allowed: Sequence[str] = ADAPTABLE_NORM_KINDS + ("instance",)) -> tuple[str, ...]:
+    """``kinds`` (one name or a list, not empty) as a tuple of registry kinds among ``allowed``,
+    else a ValueError naming ``option``."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds or ())
+    if not kinds:
+        raise ValueError(f"{option} must list norm kinds among {', '.join(allowed)}, got []")
+    return tuple(check_norm_kind(k, option, allowed) for k in kinds)
 
 
 def norm_affine_params(model: nn.Module, kinds: Sequence[str] = ADAPTABLE_NORM_KINDS, *,
                        exclude: Sequence[str] = ()) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the weight and bias of every norm layer of ``kinds``, skipping
     modules whose qualified name starts with one of ``exclude``."""
-    kinds = _check_kinds(kinds)
+    kinds = check_adaptable_kinds(kinds)
     out = []
     for name, m in model.named_modules():
         if norm_layer_kind(m) not in kinds or any(name.startswith(e) for e in exclude if e):

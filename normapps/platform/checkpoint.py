@@ -143,17 +143,33 @@ def resolve_entry(meta: dict[str, Any], path: str | Path = "") -> registry.Modul
     return entry
 
 
-def load_module(path: str | Path, *, expected_task: str | None = None, map_location="cpu"):
+def require_network(path: str | Path, network: str, option: str) -> registry.ModuleEntry:
+    """The registry entry of the checkpoint at ``path`` (loaded safely, not rebuilt), refused
+    with a message naming ``option`` unless it holds a ``network`` (whichever task wrote it)."""
+    entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
+    if entry.network != network:
+        raise CheckpointError(f"{option}={path} holds a {entry.network!r} network (task {entry.task}), "
+                              f"but this run needs a {network!r}")
+    return entry
+
+
+def load_module(path: str | Path, *, expected_task: str | None = None,
+                expected_network: str | None = None, map_location="cpu"):
     """Rebuild the LightningModule that wrote ``path`` (safely) and return it in eval mode.
 
-    ``module.checkpoint_info`` then holds what the checkpoint recorded (task, module, network,
-    and ``data``: the image size and channels it was trained on, when known).
+    ``expected_network`` (e.g. ``"classifier"``) accepts any checkpoint holding that network,
+    whichever task wrote it (a slimming checkpoint is a classifier too); ``expected_task`` insists
+    on the task. ``module.checkpoint_info`` then holds what the checkpoint recorded (task,
+    module, network, and ``data``: the image size and channels it was trained on, when known).
     """
     ckpt = safe_load(path, map_location=map_location)
     meta = checkpoint_meta(ckpt, path)
     entry = resolve_entry(meta, path)
     if expected_task is not None and entry.task != expected_task:
         raise CheckpointError(f"{path} is a checkpoint of task {entry.task!r}, not {expected_task!r}")
+    if expected_network is not None and entry.network != expected_network:
+        raise CheckpointError(f"{path} holds a {entry.network!r} network (written by task "
+                              f"{entry.task!r}), not a {expected_network!r}")
     try:
         module = entry.load().from_checkpoint_dict(ckpt)
     except CheckpointError:

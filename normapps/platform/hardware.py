@@ -47,3 +47,11 @@ def training_precision(accelerator: str = "cpu") -> str:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def trainer_device(accelerator: str | None = "cpu") -> torch.device:
+    """The device a run's own computations (outside the Lightning Trainer: adaptation, timing)
+    use for ``trainer.accelerator``: CUDA for gpu/cuda/auto when a GPU is there, else the CPU."""
+    accelerator = str(accelerator or "cpu").lower()
+    use_cuda = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")

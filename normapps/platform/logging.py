@@ -35,6 +35,19 @@ def build_loggers(logger_cfg: DictConfig | None) -> list:
     return [guard_finalize(instantiate(cfg))]
 
 
+def script_wandb_loggers(save_dir: str | Path, *, name: str, group: str,
+                         job_type: str | None = None) -> list:
+    """The W&B logger a script (a benchmark, a study's collector) logs its tables and figures
+    to: ``conf/logger/wandb.yaml``'s settings (project normapps, offline unless
+    ``WANDB_MODE=online``), the run kept under ``<save_dir>/wandb``. Close it with
+    :func:`finish_loggers`."""
+    cfg = {"_target_": "pytorch_lightning.loggers.WandbLogger", "project": "normapps", "name": name,
+           "group": group, "save_dir": str(save_dir), "offline": True, "log_model": False}
+    if job_type:
+        cfg["job_type"] = job_type
+    return build_loggers(OmegaConf.create(cfg))
+
+
 def keep_previous_csv(cfg: dict) -> Path | None:
     """Lightning's CSVLogger deletes the ``metrics.csv`` it finds in its folder, so a resumed run
     (same run dir, ``ckpt_path=<run>/checkpoints/last.ckpt``) would lose the curves of its first

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from normapps.platform import registry
 from normapps.platform.checkpoint import (
-    CheckpointError, checkpoint_meta, import_object, resolve_entry, safe_load,
+    CheckpointError, checkpoint_meta, import_object, require_network, resolve_entry, safe_load,
 )
 from normapps.platform.options import OptionError, as_bool, as_choice, as_float, as_int, as_text, seed_option
 
@@ -67,10 +67,10 @@ def check_checkpoint_options(cfg: DictConfig) -> None:
         if cfg.get(key) is None:
             continue
         path = as_text(key, cfg.get(key))
-        entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
-        if trains is not None and entry.network != trains.network:
-            raise CheckpointError(f"{key}={path} holds a {entry.network!r} network (task {entry.task}), "
-                                  f"but this run needs a {trains.network!r}")
+        if trains is not None:
+            require_network(path, trains.network, key)
+        else:
+            resolve_entry(checkpoint_meta(safe_load(path), path), path)
 
 
 def check_resume_checkpoint(cfg: DictConfig) -> None:

@@ -6,7 +6,7 @@ from the dotted path written *here*, in this file, only once it is known to be o
 
 Adding a module class (a new network, a new task) is one line in ``MODULES``::
 
-    ModuleEntry("my_network", "normapps.tasks.<task>.<module>.<Class>",
+    ModuleEntry("my_network", "normapps.tasks.<task>.<module>.<Class>",  # or normapps.models...
                 task="<task>", network="my_network"),
 
 ``name`` is what new checkpoints record (``meta["module"]``), ``network`` says what network the
@@ -34,8 +34,9 @@ class ModuleEntry:
 
 
 _ENTRIES = (
-    ModuleEntry("classifier", "normapps.tasks.classification.module.ClassificationModule",
-                task="classification", network="classifier"),
+    ModuleEntry("classifier", "normapps.models.classifier_module.ClassificationModule",
+                task="classification", network="classifier",
+                legacy=("normapps.tasks.classification.module.ClassificationModule",)),
     ModuleEntry("slimmed_classifier", "normapps.tasks.slimming.module.SlimmingModule",
                 task="slimming", network="classifier"),
     ModuleEntry("adain", "normapps.tasks.style_transfer.module.StyleTransferModule",

@@ -15,8 +15,17 @@ def auto_precision(accelerator: str = "cpu") -> str:
     return training_precision(accelerator)
 
 
+def if_set(value, then, otherwise):
+    """``${if_set:${key},a,b}``: ``a`` when ``key`` is set (not null or empty), else ``b`` - so a
+    choice that follows another option is made in the config itself, and config.yaml shows it
+    (no runner rewrites the config after it is written)."""
+    return then if value not in (None, "") else otherwise
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("linear_lr"):
         OmegaConf.register_new_resolver("linear_lr", linear_scaled_lr)
     if not OmegaConf.has_resolver("auto_precision"):
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
+    if not OmegaConf.has_resolver("if_set"):
+        OmegaConf.register_new_resolver("if_set", if_set)

@@ -103,6 +103,41 @@ def logged_metrics(trainer: pl.Trainer) -> dict[str, Any]:
     return {k: v for k, v in trainer.callback_metrics.items() if "/" in k}
 
 
+AFTER_FIT = ("test", "best", "none")
+
+
+def load_or_fit(cfg: DictConfig, ctx: RunContext, datamodule, *, network: str,
+                model_cfg: DictConfig | None = None, stage: str | None = None,
+                after_fit: str = "test") -> tuple[Any, dict[str, Any], dict[str, str | None]]:
+    """The model a multi-stage task starts from: ``source_ckpt`` (any checkpoint holding
+    ``network``, whichever task wrote it) or a fit now, as ``(module, metrics, paths)``.
+
+    After a fit, ``after_fit="test"`` tests the best checkpoint (its weights are then in the
+    module), ``"best"`` reloads the best checkpoint without testing, ``"none"`` keeps the last
+    weights. A loaded source has no metrics and ``best_checkpoint`` is the source file.
+    """
+    from normapps.platform.checkpoint import load_module
+
+    if after_fit not in AFTER_FIT:
+        raise ValueError(f"after_fit must be one of {AFTER_FIT}, got {after_fit!r}")
+    if cfg.get("source_ckpt"):
+        module = load_module(cfg.source_ckpt, expected_network=network)
+        return module, {}, {"best_checkpoint": str(cfg.source_ckpt), "last_checkpoint": None}
+    module = ctx.build_module(model_cfg)
+    trainer = ctx.build_trainer(stage=stage)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = logged_metrics(trainer)
+    paths = checkpoint_paths(trainer)
+    if after_fit == "test":
+        # trainer.test with ckpt_path="best" also loads the best weights into ``module``.
+        for res in trainer.test(module, datamodule=datamodule,
+                                ckpt_path="best" if paths["best_checkpoint"] else None):
+            metrics.update(res)
+    elif after_fit == "best" and paths["best_checkpoint"]:
+        module = load_module(paths["best_checkpoint"], expected_network=network)
+    return module, metrics, paths
+
+
 def fit_and_test(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     """The standard flow: fit (resuming from ``ckpt_path``), then test the best checkpoint."""
     datamodule = ctx.build_datamodule()

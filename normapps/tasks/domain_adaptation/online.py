@@ -18,18 +18,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from normapps.norm import ADAPTABLE_NORM_KINDS, StateSnapshot, configure_norm_adaptation, norm_affine_params
+from normapps.norm import ADAPTABLE_NORM_KINDS, StateSnapshot, check_adaptable_kinds, configure_norm_adaptation, norm_affine_params
 
 RESET_MODES = ("continual", "episodic", "reset")
 OPTIMIZERS = ("adam", "sgd")
 
 
 def check_norm_kinds(kinds, option: str) -> list[str]:
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
-    bad = [k for k in kinds if k not in ADAPTABLE_NORM_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"{option} must list norm kinds among {', '.join(ADAPTABLE_NORM_KINDS)}, got {kinds}")
-    return kinds
+    return list(check_adaptable_kinds(kinds, option, ADAPTABLE_NORM_KINDS))
 
 
 def check_online_options(prefix: str, *, lr: float, steps: int = 1, mode: str = "continual",

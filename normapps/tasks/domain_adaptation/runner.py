@@ -11,7 +11,9 @@ along each stream and score every target by its own samples.
 Outputs in the run directory: ``da_results.csv`` / ``.md`` (rows: method x normalization with
 each method's protocol; columns: the targets in stream order and their mean; stream and batch
 size in the Markdown header and as CSV columns), ``da_results.png`` (error per target per
-method; the x axis is the stream order), all three also on W&B; ``summary.json`` with
+method; the x axis is the stream order), all three also on W&B; for the one-stream protocols
+(``continual``, ``mixed``) also ``da_stream.png``: error along the stream, per window of
+batches, per method (the targets' spans shaded for ``continual``); ``summary.json`` with
 ``target_error`` (mean per method), ``metrics["target/<method>/error"]``,
 ``metrics["target/<method>/<norm>/error"]``, ``stream`` and ``batch_size``.
 """
@@ -26,10 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from normapps.data.shifts import SYNTHETIC_SHIFTS, apply_shift
 from normapps.norm import bn_modules
-from normapps.platform.checkpoint import load_module
 from normapps.platform.context import RunContext
+from normapps.platform.hardware import trainer_device
 from normapps.platform.plots import new_figure, save_figure
-from normapps.platform.runner import checkpoint_paths, logged_metrics
+from normapps.platform.runner import load_or_fit
 from normapps.platform.summary import log_table, markdown_table, write_table
 from normapps.tasks.domain_adaptation.common import error_rate, predict_logits
 from normapps.tasks.domain_adaptation.methods import (
@@ -43,6 +45,11 @@ from normapps.tasks.domain_adaptation.targets import (
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "da_results"
+STREAM_PLOT_NAME = "da_stream"
+# A one-stream protocol's curve: at most this many points (windows of whole batches), each
+# window at least this many samples (a smaller one is mostly sampling noise).
+STREAM_PLOT_POINTS = 100
+STREAM_PLOT_MIN_WINDOW = 32
 
 
 def source_data_cfg(cfg: DictConfig) -> DictConfig:
@@ -72,28 +79,19 @@ def resolve_norms(cfg: DictConfig) -> list[str]:
 
 
 def pick_device(cfg: DictConfig) -> torch.device:
-    accel = str(cfg.trainer.get("accelerator", "cpu"))
-    return torch.device("cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+    return trainer_device(cfg.trainer.get("accelerator", "cpu"))
 
 
 def train_source(cfg: DictConfig, ctx: RunContext, datamodule, *, norm: str,
                  stage: str | None) -> tuple[Any, dict, dict]:
-    """The source classifier: fit + test (best checkpoint), or load ``source_ckpt``."""
-    if cfg.get("source_ckpt"):
-        module = load_module(cfg.source_ckpt, expected_task="classification")
-        datamodule.setup("test")
-        return module, {}, {"best_checkpoint": str(cfg.source_ckpt), "last_checkpoint": None}
+    """The source classifier: fit + test (best checkpoint), or load ``source_ckpt`` (any
+    checkpoint holding a classifier)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["norm"] = norm
-    module = ctx.build_module(OmegaConf.create(model_cfg))
-    trainer = ctx.build_trainer(stage=stage)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = logged_metrics(trainer)
-    paths = checkpoint_paths(trainer)
-    # trainer.test with ckpt_path="best" also loads the best weights into ``module``.
-    for res in trainer.test(module, datamodule=datamodule,
-                            ckpt_path="best" if paths["best_checkpoint"] else None):
-        metrics.update(res)
+    module, metrics, paths = load_or_fit(cfg, ctx, datamodule, network="classifier",
+                                         model_cfg=OmegaConf.create(model_cfg), stage=stage)
+    if cfg.get("source_ckpt"):
+        datamodule.setup("test")
     return module, metrics, paths
 
 
@@ -116,6 +114,66 @@ def stream_errors(logits: torch.Tensor, stream) -> dict[int, float]:
     return {int(d): float(wrong[stream.domains == d].mean()) for d in stream.domains.unique()}
 
 
+def windowed_errors(wrong: torch.Tensor, *, batch_size: int, max_points: int = STREAM_PLOT_POINTS,
+                    min_window: int = STREAM_PLOT_MIN_WINDOW) -> tuple[list[float], list[float], int]:
+    """Error of consecutive windows of whole batches along a stream: (centre of each window in
+    batches, its error, batches per window). Windows are the smallest whole number of batches
+    that holds ``min_window`` samples and gives at most ``max_points`` windows."""
+    n_batches = -(-len(wrong) // batch_size)
+    per_window = max(1, -(-n_batches // max_points), -(-min_window // batch_size))
+    span = per_window * batch_size
+    starts = list(range(0, len(wrong), span))
+    if len(starts) > 1 and len(wrong) - starts[-1] < span / 2:
+        starts.pop()  # a short tail joins the window before it
+    centres, errors = [], []
+    for start, end in zip(starts, starts[1:] + [len(wrong)]):
+        centres.append((start + end) / 2 / batch_size)
+        errors.append(float(wrong[start:end].float().mean()))
+    return centres, errors, per_window
+
+
+def plot_stream(ctx: RunContext, curves: dict[tuple[str, str], torch.Tensor], stream, target_names: list[str],
+                *, kind: str, batch_size: int, norms: list[str]):
+    """Error along a one-stream protocol (continual, mixed): one line per method, one panel
+    per normalization; a continual stream's targets are shaded and named where they start."""
+    panel_height = 4.2 if kind == "continual" else 3.4  # continual: room for the target names on top
+    fig = new_figure(width=max(9.0, 0.6 * len(target_names) + 3), height=panel_height * len(norms))
+    axes = fig.subplots(len(norms), 1, squeeze=False)[:, 0]
+    n_batches = -(-len(stream.labels) // batch_size)
+    per_window = 1
+    for ax, norm in zip(axes, norms):
+        if kind == "continual":
+            domains = stream.domains.tolist()
+            starts = [0] + [i for i in range(1, len(domains)) if domains[i] != domains[i - 1]]
+            centres = []
+            for k, start in enumerate(starts):
+                end = starts[k + 1] if k + 1 < len(starts) else len(domains)
+                if k % 2:
+                    ax.axvspan(start / batch_size, end / batch_size, color="0.92", zorder=0)
+                centres.append((start + end) / 2 / batch_size)
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(centres, [target_names[domains[s]] for s in starts], rotation=60, ha="left",
+                           fontsize=7)
+        for (n, method), wrong in curves.items():
+            if n != norm:
+                continue
+            xs, ys, per_window = windowed_errors(wrong, batch_size=batch_size)
+            ax.plot(xs, [100 * y for y in ys], linewidth=1.2,
+                    label=f"{method} ({100 * float(wrong.float().mean()):.1f})")
+        ax.set_xlim(0, n_batches)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(f"stream step (batch of {batch_size}; one point per {per_window} batch"
+                      f"{'es' if per_window > 1 else ''})")
+        ax.set_ylabel("error in window (%)")
+        ax.set_title(f"model.norm={norm}, stream={kind}: error along the stream", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="method (mean %)", title_fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.005, 1.0))
+    fig.tight_layout()
+    return save_figure(fig, ctx.output_dir, STREAM_PLOT_NAME, loggers=ctx.loggers,
+                       key=f"{STREAM_PLOT_NAME}_plot")
+
+
 def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, stream: str,
                  batch_size: int, norms: list[str]):
     fig = new_figure(width=max(8.0, 0.55 * len(target_names) + 3), height=3.6 * len(norms))
@@ -129,8 +187,10 @@ def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, 
                     label=f"{row['method']} ({row['mean'] * 100:.1f})")
         ax.set_xticks(x, target_names, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("target error (%)")
-        order = "stream step (target in stream order)" if stream in ("continual", "mixed") else "target"
-        ax.set_xlabel(order)
+        # continual: the targets follow one another; mixed: shuffled together (da_stream.png
+        # has the error along the stream for both)
+        ax.set_xlabel({"continual": "target, in stream order",
+                       "mixed": "target (shuffled into one stream)"}.get(stream, "target"))
         ax.set_title(f"model.norm={norm}, stream={stream}, batch size {batch_size}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2, title="method (mean %)", title_fontsize=7)
@@ -192,6 +252,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
 
     # --- every method on every model along every stream ------------------------------------
     rows, seconds = [], {m: 0.0 for m in methods}
+    curves: dict[tuple[str, str], torch.Tensor] = {}  # (norm, method) -> wrong per sample, stream order
     for norm in norms:
         net = models[norm]
         for name in methods:
@@ -212,6 +273,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                                            options=options[name], sources=sources,
                                            seed=int(cfg.seed), device=device)
                 errors.update({names[d]: e for d, e in stream_errors(logits, stream).items()})
+                if len(streams) == 1:
+                    curves[(norm, name)] = (logits.argmax(1) != stream.labels).cpu()
             seconds[name] += time.perf_counter() - start
             row.update({t: errors[t] for t in names})
             row["mean"] = sum(errors.values()) / len(errors)
@@ -229,6 +292,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     md_path.write_text(header + markdown_table(md_rows))
     log.info("%s%s", header, markdown_table(md_rows))
     plot_path = plot_results(ctx, rows, names, stream=spec.stream, batch_size=batch_size, norms=norms)
+    stream_plot = None
+    if spec.stream in ("continual", "mixed") and curves:
+        stream_plot = plot_stream(ctx, curves, streams[0], names, kind=spec.stream,
+                                  batch_size=batch_size, norms=norms)
     log_table(ctx.loggers, TABLE_NAME, rows)
     log.info("results: %s, %s and %s", csv_path, md_path, plot_path)
 
@@ -261,5 +328,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         "targets": names,
         "results_rows": rows,
         "adapt_seconds": seconds,
-        "results_table": {"csv": str(csv_path), "markdown": str(md_path), "plot": str(plot_path)},
+        "results_table": {"csv": str(csv_path), "markdown": str(md_path), "plot": str(plot_path),
+                          "stream_plot": None if stream_plot is None else str(stream_plot)},
     }

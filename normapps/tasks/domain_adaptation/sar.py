@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normapps.norm import SAM, entropy_margin, reliable_mask, softmax_entropy
+from normapps.norm import ADAPTABLE_NORM_KINDS, SAM, entropy_margin, reliable_mask, softmax_entropy
 from normapps.tasks.domain_adaptation.online import OnlineAdapter, predict_online
 
 
@@ -33,7 +33,7 @@ class Sar(OnlineAdapter):
     name = "sar"
 
     def __init__(self, model: nn.Module, *, e_margin: float = 0.4, rho: float = 0.05,
-                 reset_constant: float = 0.2, norms=("batch", "group", "layer"), optimizer: str = "sgd",
+                 reset_constant: float = 0.2, norms=ADAPTABLE_NORM_KINDS, optimizer: str = "sgd",
                  lr: float = 2.5e-4, **kw) -> None:
         check_sar_options(e_margin=e_margin, rho=rho, reset_constant=reset_constant)
         self.rho = float(rho)

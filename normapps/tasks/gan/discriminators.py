@@ -12,9 +12,10 @@ import math
 import torch
 from torch import nn
 
-from normapps.norm import apply_spectral_norm, apply_weight_norm, build_norm
+from normapps.norm import activation_norm_kind, build_norm, check_norm_kind, get_norm_layer, is_weight_norm
 from normapps.tasks.gan.attention import SelfAttention2d
 
+# The core's kinds this D supports: those of SN-GAN's D study (Miyato et al. 2018, Table 2).
 D_NORMS = ("spectral", "batch", "layer", "weight", "none")
 D_ARCHS = ("dcgan", "resnet")
 
@@ -27,11 +28,6 @@ def _attention_after(sizes: list[int], attention_size: int | None) -> int:
         raise ValueError(f"gan.attention_size={attention_size}: no discriminator layer outputs "
                          f"{attention_size}x{attention_size} maps; choose one of {sorted(set(sizes))}")
     return sizes.index(attention_size)
-
-
-def _layer_norm_kind(d_norm: str) -> str:
-    # spectral and weight norm act on weights, so the activations get no norm layer.
-    return d_norm if d_norm in ("batch", "layer") else "none"
 
 
 class Discriminator(nn.Module):
@@ -66,7 +62,7 @@ class DCGANDiscriminator(Discriminator):
         n_down = int(math.log2(image_size // 4))
         chs = [width * 2 ** i for i in range(n_down + 1)]  # 64, 128, 256, 512 at 32 px
         super().__init__(feat_dim=chs[-1], num_classes=num_classes)
-        kind = _layer_norm_kind(norm)
+        kind = activation_norm_kind(norm)  # weight kinds: no norm layers
         at = _attention_after([image_size // 2 ** i for i in range(n_down + 1)], attention_size)
         layers: list[nn.Module] = [nn.Conv2d(channels, chs[0], 3, 1, 1), nn.LeakyReLU(0.1)]
         if at == 0:
@@ -113,7 +109,7 @@ class ResNetDiscriminator(Discriminator):
 
     def __init__(self, *, num_classes: int = 0, norm: str = "spectral", image_size: int = 32,
                  channels: int = 3, width: int = 128, attention_size: int | None = None) -> None:
-        kind = _layer_norm_kind(norm)
+        kind = activation_norm_kind(norm)  # weight kinds: no norm layers
         if image_size == 32:
             plan = [(channels, width, True), (width, width, True), (width, width, False), (width, width, False)]
         else:
@@ -142,16 +138,13 @@ class ResNetDiscriminator(Discriminator):
 
 
 def build_discriminator(arch: str, *, norm: str, **kw) -> Discriminator:
-    if norm not in D_NORMS:
-        raise ValueError(f"model.d_norm must be one of {D_NORMS}, got {norm!r}")
+    norm = check_norm_kind(norm, "model.d_norm", D_NORMS)
     if arch == "dcgan":
         d = DCGANDiscriminator(norm=norm, **kw)
     elif arch == "resnet":
         d = ResNetDiscriminator(norm=norm, **kw)
     else:
         raise ValueError(f"model.d_arch must be one of {D_ARCHS}, got {arch!r}")
-    if norm == "spectral":
-        apply_spectral_norm(d)
-    elif norm == "weight":
-        apply_weight_norm(d)
+    if is_weight_norm(norm):
+        get_norm_layer(norm)(d)  # spectral / weight norm on every conv, linear (and embedding)
     return d

@@ -11,9 +11,10 @@ import math
 import torch
 from torch import nn
 
-from normapps.norm import apply_spectral_norm, build_norm
+from normapps.norm import NORM_REGISTRY, build_norm, check_norm_kind, get_norm_layer
 from normapps.tasks.gan.attention import SelfAttention2d
 
+# The core's kinds this G supports: plain BN, and the ones conditioned on labels or latents.
 G_NORMS = ("batch", "cond_batch", "self_mod", "none")
 G_ARCHS = ("dcgan", "resnet")
 IMAGE_SIZES = (32, 64)
@@ -26,17 +27,15 @@ class GNorm(nn.Module):
     def __init__(self, kind: str, num_features: int, *, num_classes: int, z_dim: int) -> None:
         super().__init__()
         self.kind = kind
-        kw = {}
-        if kind == "cond_batch":
-            kw["num_classes"] = num_classes
-        elif kind == "self_mod":
-            kw["z_dim"] = z_dim
+        # What forward passes besides x, from the core's registry: "y" (labels), "z" (latent), None.
+        self.condition = NORM_REGISTRY[kind].condition
+        kw = {"y": {"num_classes": num_classes}, "z": {"z_dim": z_dim}}.get(self.condition, {})
         self.norm = build_norm(kind, num_features, **kw)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
-        if self.kind == "cond_batch":
+        if self.condition == "y":
             return self.norm(x, y)
-        if self.kind == "self_mod":
+        if self.condition == "z":
             return self.norm(x, z)
         return self.norm(x)
 
@@ -64,14 +63,13 @@ class Generator(nn.Module):
 
     def __init__(self, *, z_dim: int, num_classes: int, norm: str, image_size: int, channels: int) -> None:
         super().__init__()
-        if norm not in G_NORMS:
-            raise ValueError(f"model.g_norm must be one of {G_NORMS}, got {norm!r}")
+        norm = check_norm_kind(norm, "model.g_norm", G_NORMS)
         self.z_dim, self.num_classes, self.norm_kind = z_dim, num_classes, norm
         self.image_size, self.channels = image_size, channels
 
     @property
     def conditional(self) -> bool:
-        return self.norm_kind == "cond_batch"
+        return NORM_REGISTRY[self.norm_kind].condition == "y"
 
     def _check(self, z: torch.Tensor, y: torch.Tensor | None) -> None:
         if self.conditional and y is None:
@@ -169,5 +167,5 @@ def build_generator(arch: str, *, spectral_norm: bool = False, **kw) -> Generato
     else:
         raise ValueError(f"model.g_arch must be one of {G_ARCHS}, got {arch!r}")
     if spectral_norm:
-        apply_spectral_norm(g, exclude=(GNorm,))
+        get_norm_layer("spectral")(g, exclude=(GNorm,))
     return g

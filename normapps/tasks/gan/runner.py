@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from normapps.platform.context import RunContext
 from normapps.platform.options import int_option, text_option
@@ -119,9 +119,6 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                            batches_per_epoch=lambda: len(datamodule.train_dataloader()))
     if budget["from"] != "max_g_steps":
         log.info("%s: %d generator iterations (n_dis=%d)", budget["from"], budget["max_g_steps"], n_dis)
-    if cfg.model.get("inception_weights"):
-        with open_dict(cfg):
-            cfg.task.monitor = "val/fid"
     module = ctx.build_module(num_classes=datamodule.num_classes, max_g_steps=budget["max_g_steps"])
     hp = module.hparams
     overrides = trainer_overrides(max_g_steps=hp.max_g_steps, n_dis=hp.n_dis,

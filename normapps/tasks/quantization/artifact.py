@@ -14,6 +14,7 @@ from torch import nn
 
 from normapps.models import build_classifier
 from normapps.platform.checkpoint import CheckpointError, atomic_save, safe_load
+from normapps.platform.int8 import set_int8_engine
 
 FORMAT_KEY = "normapps_quant"
 FORMAT_VERSION = 1
@@ -54,7 +55,7 @@ def build_quantized(arch: dict[str, Any], recipe: dict[str, Any], image_size: in
     from normapps.norm import fold_bn
     from normapps.tasks.quantization import dfq, ptq
 
-    torch.backends.quantized.engine = "x86"
+    set_int8_engine()
     net = _float_net(arch, layer_shapes)
     example = torch.zeros(2, int(arch.get("in_channels", 3)), image_size, image_size)
     per_channel = bool(recipe.get("per_channel", True))

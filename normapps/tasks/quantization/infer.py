@@ -13,7 +13,7 @@ from normapps.data.image_io import check_image_input
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import safe_load
 from normapps.platform.inference import require_finite
-from normapps.platform.options import int_option, text_option
+from normapps.platform.predict import image_infer_options, predict_batches
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +21,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
     from normapps.tasks.quantization.artifact import load_quantized, quantized_meta
 
-    if not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path is required: the quantized.pt written by train.py task=quantization")
-    ckpt_path = text_option(cfg, "ckpt_path")
-    if cfg.get("input") is None:
-        raise ValueError("input is required: an image file, folder or glob")
-    spec = text_option(cfg, "input")
-    batch_size = int_option(cfg, "batch_size", min=1)
+    ckpt_path, spec, batch_size = image_infer_options(
+        cfg, ckpt_hint="the quantized.pt written by train.py task=quantization")
     quantized_meta(safe_load(ckpt_path), ckpt_path)  # refuse a bad or foreign file before listing images
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the rebuild
     if device.type != "cpu":
@@ -35,8 +30,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     model, meta = load_quantized(ckpt_path)
     size, channels = int(meta["image_size"]), int(meta["arch"].get("in_channels", 3))
     images, paths, labels, _ = load_image_folder(spec, image_size=size, channels=channels)
-    with torch.inference_mode():
-        probs = torch.cat([model(chunk).float().softmax(1) for chunk in images.split(batch_size)])
+    probs = predict_batches(model, images, batch_size=batch_size, device=torch.device("cpu"))
     require_finite(probs, "class probabilities")
     conf, pred = probs.max(1)
     rows = []

@@ -19,11 +19,12 @@ from torch import nn
 
 from normapps.models.resize import layer_shapes
 from normapps.norm import recalibrate_bn
-from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, resolve_entry, safe_load
+from normapps.platform.checkpoint import load_module, require_network, safe_load
 from normapps.platform.context import RunContext
+from normapps.platform.int8 import set_int8_engine
 from normapps.platform.options import as_bool, as_float, as_int, as_text
 from normapps.platform.profiling import count_flops, count_parameters, deployable, state_dict_bytes
-from normapps.platform.runner import checkpoint_paths, logged_metrics
+from normapps.platform.runner import load_or_fit, logged_metrics
 from normapps.platform.summary import markdown_table, metrics_to_floats, write_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, save_quantized
@@ -100,32 +101,25 @@ _ABSENT = object()
 
 def _check_classifier_file(path: str, option: str) -> None:
     """``path`` loads safely and holds a classifier network (any task that trains one)."""
-    entry = resolve_entry(checkpoint_meta(safe_load(path), path), path)
-    if entry.network != "classifier":
-        raise CheckpointError(f"{option}={path} holds a {entry.network!r} network (task {entry.task}); "
-                              "task=quantization takes a classifier")
+    require_network(path, "classifier", option)
 
 
 def _load_classifier(path: str, option: str):
-    _check_classifier_file(path, option)
-    module = load_module(path)
-    if not hasattr(module, "net"):
-        raise CheckpointError(f"{option}={path} holds no classifier network")
-    return module.eval()
+    require_network(path, "classifier", option)
+    return load_module(path, expected_network="classifier").eval()
 
 
 def float_module(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dict[str, Any]]:
-    """The trained float classifier: loaded from ``source_ckpt`` or trained now."""
+    """The trained float classifier: loaded from ``source_ckpt`` (any checkpoint holding a
+    classifier, a pruned slimming one included) or trained now and reloaded from its best
+    checkpoint (the platform's load_or_fit)."""
     if cfg.get("source_ckpt"):
-        module = _load_classifier(cfg.source_ckpt, "source_ckpt")
-        return module, {"source_checkpoint": str(cfg.source_ckpt), "source_task": module.task_name}
-    module = ctx.build_module()
-    trainer = ctx.build_trainer(stage="train")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    paths = checkpoint_paths(trainer)
-    if paths["best_checkpoint"]:
-        module = load_module(paths["best_checkpoint"], expected_task="classification")
-    metrics = metrics_to_floats({f"float/{k}": v for k, v in logged_metrics(trainer).items()})
+        require_network(str(cfg.source_ckpt), "classifier", "source_ckpt")
+    module, metrics, paths = load_or_fit(cfg, ctx, datamodule, network="classifier", stage="train",
+                                         after_fit="best")
+    if cfg.get("source_ckpt"):
+        return module.eval(), {"source_checkpoint": str(cfg.source_ckpt), "source_task": module.task_name}
+    metrics = metrics_to_floats({f"float/{k}": v for k, v in metrics.items()})
     return module.eval(), {**paths, "train_metrics": metrics}
 
 
@@ -216,7 +210,7 @@ def _int8_name(mode: str, q: DictConfig) -> str:
 def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     validate(cfg)
     q, mode = cfg.quant, cfg.mode
-    torch.backends.quantized.engine = "x86"
+    set_int8_engine()
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")
     module, extra = float_module(cfg, ctx, datamodule)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from normapps.platform.int8 import set_int8_engine
 from normapps.tasks.quantization import ptq
 from normapps.tasks.quantization.report import accuracy
 
@@ -39,7 +40,7 @@ def layer_sensitivity(model: nn.Module, batches: list, *, calib: list, example: 
                       per_channel: bool) -> list[dict[str, Any]]:
     """Rows (layer, type, params, acc_int8_alone, acc_drop), the most sensitive first.
     ``model`` should be the deployable float model (BN folded), ``batches`` labelled test data."""
-    torch.backends.quantized.engine = "x86"
+    set_int8_engine()
     base = accuracy(model.eval(), batches)
     rows = []
     for name, layer in model.named_modules():

@@ -11,20 +11,14 @@ from omegaconf import DictConfig
 
 from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
-from normapps.platform.options import int_option, text_option
+from normapps.platform.options import int_option
 from normapps.platform.profiling import count_flops, count_parameters
-from normapps.tasks.classification.predict import classify_folder
+from normapps.platform.predict import classify_folder, image_infer_options
 from normapps.tasks.slimming.prune import bn_widths
 
 
 def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
-    if not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path=<checkpoint written by task=slimming> is required")
-    ckpt_path = text_option(cfg, "ckpt_path")
-    if cfg.get("input") is None:
-        raise ValueError("input=<image file, folder or glob> is required")
-    spec = text_option(cfg, "input")
-    batch_size = int_option(cfg, "batch_size", min=1)
+    ckpt_path, spec, batch_size = image_infer_options(cfg, ckpt_hint="a checkpoint written by task=slimming")
     requested = int_option(cfg, "image_size", min=1, allow_none=True)
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
     module = load_module(ckpt_path, expected_task="slimming")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from normapps.platform.checkpoint import CheckpointError
-from normapps.tasks.classification.module import ClassificationModule
+from normapps.models.classifier_module import ClassificationModule
 from normapps.tasks.slimming.prune import bn_widths, shrink_to_widths
 
 # Checkpoint key holding the architecture data a pruned network needs (plain ints and strings).

@@ -83,7 +83,7 @@ def _indices(value) -> list[int] | None:
     return out
 
 
-def validate(cfg: DictConfig) -> dict[str, Any]:
+def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str, Any]:
     """Every option and input of the CIN methods, cheap checks only; returns the parsed options."""
     method = cfg.method
     if method not in CIN_METHODS:
@@ -91,7 +91,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     alpha = float(cfg.alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
-    check_cin_precision(cfg.precision, compile=bool(cfg.get("compile", False)))
+    check_cin_precision(cfg.precision, compile=bool(cfg.get("compile", False)), device=device)
     for key in ("content_size", "batch_size"):
         if int(cfg[key]) < (1 if key == "batch_size" else 0):
             raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
@@ -208,7 +208,7 @@ def build(cfg: DictConfig, opts: dict[str, Any], device: torch.device):
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
-    opts = validate(cfg)
+    opts = validate(cfg, device=device)
     if device.type == "cpu" and bool(cfg.get("keep_freed_memory", True)):
         keep_freed_memory()
     pipe, codes, source = build(cfg, opts, device)

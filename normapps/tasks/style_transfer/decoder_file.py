@@ -35,6 +35,28 @@ def resolve_decoder_file(name_or_path: str) -> Path:
     return path
 
 
+def shipped_decoder_usable(encoder_weights: str = "auto") -> tuple[bool, str]:
+    """Whether ``decoder_init=auto`` can fine-tune the shipped decoder: the file and the encoder
+    it needs are on this machine and the encoder choice leaves room for it. Returns (usable,
+    the reason when not), so the run can say why it trains from scratch."""
+    from normapps.weights import WeightError, status
+
+    if encoder_weights not in ("auto", "packaged"):
+        return False, f"model.encoder.weights={encoder_weights} is not the shipped decoder's encoder"
+    ok, where = status(SHIPPED_DECODER)
+    if not ok:
+        return False, where
+    try:
+        _, needs, _ = load_decoder_file(Path(where))
+    except (CheckpointError, WeightError, ValueError) as err:
+        return False, str(err)
+    if needs.entry:
+        ok, where = status(needs.entry)
+        if not ok:
+            return False, f"its encoder {needs.entry} is not available: {where}"
+    return True, ""
+
+
 def is_decoder_file(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 

@@ -56,14 +56,15 @@ def _header_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
-def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Check every option and input file; return the parsed options. Cheap, runs first."""
+def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str, Any]:
+    """Check every option and input file; return the parsed options. Cheap, runs first: the
+    precision is checked with the device it will run on, before any weights load."""
     alpha = float_option(cfg, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
-    check_precision(cfg.precision, compile=bool_option(cfg, "compile"))
+    check_precision(cfg.precision, compile=bool_option(cfg, "compile"), device=device)
     for key in ("preserve_color", "channels_last"):
         bool_option(cfg, key)
     bool_option(cfg, "unbiased", allow_none=True)
@@ -278,7 +279,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
 
     if cfg.method in cin_infer.CIN_METHODS:  # method=cin / arbitrary_cin: their own pipelines
         return cin_infer.run(cfg, device=device, output_dir=output_dir)
-    opts = validate(cfg)
+    opts = validate(cfg, device=device)
     cin_infer.refuse_cin_checkpoint_for_adain(cfg)
     plan = opts["plan"]
     log.info("style_transfer weights: %s", plan.label)

@@ -14,7 +14,8 @@ from normapps.platform.checkpoint import META_KEY
 from normapps.platform.module import NormappsModule
 from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.losses import content_loss, style_loss
-from normapps.tasks.style_transfer.decoder_file import load_decoder_file, resolve_decoder_file
+from normapps.tasks.style_transfer.decoder_file import (load_decoder_file, resolve_decoder_file,
+                                                        shipped_decoder_usable)
 from normapps.tasks.style_transfer.vgg import EncoderInfo, build_encoder, check_pairing
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class StyleTransferModule(NormappsModule):
         self.save_hyperparameters()
         enc_cfg = dict(encoder or {})
         init = None
+        if decoder_init == "auto":
+            usable, why = shipped_decoder_usable(enc_cfg.get("weights", "auto"))
+            if not usable:
+                log.warning("style_transfer: model.decoder_init=auto trains from scratch: the "
+                            "shipped decoder cannot be used here (%s)", why)
+            decoder_init = "shipped" if usable else None
         if decoder_init:
             # Fine-tune a trained decoder: its file says which encoder it needs, and that
             # encoder is rebuilt exactly (an explicit other encoder is refused below).
@@ -67,7 +74,9 @@ class StyleTransferModule(NormappsModule):
         if init is not None:
             check_pairing(init[1], self.encoder.info, what=f"model.decoder_init={decoder_init}")
             self.decoder.load_state_dict(init[0].state_dict())
-            log.info("style_transfer: fine-tuning the decoder %s", decoder_init)
+            what = ("the shipped decoder adain_decoder_bundled" if decoder_init == "shipped"
+                    else f"the decoder {decoder_init}")
+            log.info("style_transfer: fine-tuning %s (model.decoder_init=null trains from scratch)", what)
         else:
             log.info("style_transfer: training the decoder from scratch")
         if channels_last:

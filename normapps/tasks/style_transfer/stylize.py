@@ -113,7 +113,7 @@ class Stylizer:
         """Quantize encoder and decoder to int8 (per-channel weights, histogram-calibrated
         activations) from ``contents`` (each (N, 3, H, W)) and the decoder inputs they give with
         ``styles``. Styles stay encoded in fp32, so their statistics lose nothing."""
-        from normapps.tasks.quantization.ptq import quantize_fx
+        from normapps.platform.int8 import quantize_fx
 
         if not self.int8:
             raise RuntimeError("calibrate_int8 needs a Stylizer built with precision='int8'")

@@ -1,0 +1,61 @@
+"""Batched prediction for any classifier: softmax probabilities in batches, predictions.csv (one
+schema: path, prediction, confidence[, label]) plus accuracy when labels are known, and an image
+folder classified end to end. The classification, slimming, quantization and domain-adaptation
+runners all write their predictions through here."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from normapps.data.labelled_folder import load_image_folder
+from normapps.platform.inference import require_finite
+from normapps.platform.options import int_option, text_option
+
+
+def image_infer_options(cfg, *, ckpt_hint: str) -> tuple[str, str, int]:
+    """``(ckpt_path, input, batch_size)`` of an infer run over images, checked before anything
+    loads; ``ckpt_hint`` says which file ``ckpt_path`` should be."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError(f"ckpt_path is required: {ckpt_hint}")
+    ckpt_path = text_option(cfg, "ckpt_path")
+    if cfg.get("input") is None:
+        raise ValueError("input is required: an image file, folder or glob")
+    return ckpt_path, text_option(cfg, "input"), int_option(cfg, "batch_size", min=1)
+
+
+@torch.inference_mode()
+def predict_batches(model: nn.Module, images: torch.Tensor, *, batch_size: int,
+                    device: torch.device) -> torch.Tensor:
+    """Softmax probabilities for ``images``, batched."""
+    model.eval().to(device)
+    probs = [model(chunk.to(device)).float().softmax(1).cpu() for chunk in images.split(batch_size)]
+    return torch.cat(probs)
+
+
+def write_predictions(output_dir: Path, paths: list[Path], probs: torch.Tensor,
+                      labels: torch.Tensor | None) -> dict[str, Any]:
+    """predictions.csv with one row per image; accuracy when labels are known."""
+    require_finite(probs, "class probabilities")  # NaN would argmax to class 0, silently
+    conf, pred = probs.max(1)
+    out = Path(output_dir) / "predictions.csv"
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "prediction", "confidence"] + (["label"] if labels is not None else []))
+        for i, path in enumerate(paths):
+            row = [str(path), int(pred[i]), f"{float(conf[i]):.4f}"]
+            writer.writerow(row + ([int(labels[i])] if labels is not None else []))
+    result: dict[str, Any] = {"num_images": len(paths), "predictions": str(out)}
+    if labels is not None:
+        result["accuracy"] = float((pred == labels).float().mean())
+    return result
+
+
+def classify_folder(model: nn.Module, folder: str | Path, *, image_size: int, channels: int,
+                    output_dir: Path, device: torch.device, batch_size: int = 256) -> dict[str, Any]:
+    images, paths, labels, _ = load_image_folder(folder, image_size=image_size, channels=channels)
+    probs = predict_batches(model, images, batch_size=batch_size, device=device)
+    return write_predictions(output_dir, paths, probs, labels)
