@@ -29,7 +29,7 @@ from normapps.data.bundled import skimage_image
 from normapps.tasks.style_transfer.cin_stylize import ArbitraryCINStylizer, CINStylizer
 from normapps.tasks.style_transfer.onnx_ports import load_magenta, load_multistyle26
 from normapps.weights import locate
-from tests.cin_reference import psnr, session
+from normapps.tasks.style_transfer.onnx_reference import psnr, session
 
 MODES = {  # name: (precision, channels_last, compile)
     "fp32 NCHW": ("fp32", False, False),

@@ -24,19 +24,25 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-# The checkout's root first: its normapps, and scripts.bench_cin / tests.cin_reference for the CIN methods.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from normapps.tasks.style_transfer.decoder import Decoder
+from normapps.tasks.style_transfer.stylize import Stylizer
+from normapps.tasks.style_transfer.vgg import VGGEncoder
 
-from normapps.tasks.style_transfer.decoder import Decoder  # noqa: E402
-from normapps.tasks.style_transfer.stylize import Stylizer  # noqa: E402
-from normapps.tasks.style_transfer.vgg import VGGEncoder  # noqa: E402
+
+def _bench_cin():
+    """scripts/bench_cin.py, imported as ``bench_cin`` when this file runs as a script (its folder
+    is on sys.path) and as ``scripts.bench_cin`` when the tests import this module."""
+    try:
+        import bench_cin
+    except ImportError:
+        from scripts import bench_cin
+    return bench_cin
 
 MODES = {  # name: (precision, channels_last, torch.compile)
     "fp32 NCHW": ("fp32", False, False),
@@ -197,7 +203,7 @@ def figure_panels(result: dict) -> list[dict]:
                        "data": {"train step": {r["train"]: r["steps_per_s"] for r in result["training"]}},
                        "ylabel": "optimizer steps/s"})
     if result.get("cin") or result.get("arbitrary_cin"):
-        from scripts.bench_cin import figure_panels as cin_panels
+        cin_panels = _bench_cin().figure_panels
 
         panels += cin_panels(result)
     return panels
@@ -256,7 +262,7 @@ def main() -> None:
     result = {"machine": info}
     cin_methods = [m for m in args.methods if m != "adain"]
     if cin_methods:
-        from scripts.bench_cin import run as run_cin
+        run_cin = _bench_cin().run
 
         result.update(run_cin(cin_methods, sizes=args.sizes, reps=args.reps, device=device,
                               compile_modes=not args.no_compile, batch=args.batch,

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's normapps
 
 DEFAULT_PLOT_NAME = "collect_runs"
 
