@@ -34,28 +34,13 @@ BAD = {"out_of_range": "-1", "wrong_type": "abc", "nan": "nan", "empty": ""}
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError, ImageReadError)
 
 
-# Open findings of this suite in the files of other owners (issue 12's split): strict xfails, so
-# each turns into a failure, to be deleted here, the day its owner fixes it. What they need:
-OPEN_OWNERS = {
-    "domain_adaptation": "the domain-adaptation task (data.target.* and source_ckpt are checked in its runner, not through task.validate; infer image_size=-1 reaches the resize)",
-}
+# Open findings of this suite: (task, key) -> probe kinds, each a strict xfail (so it turns into
+# a failure, to be deleted here, the day it is fixed) with its owner's note in OPEN_OWNERS.
+# None are open today.
+OPEN_OWNERS: dict[str, str] = {}
 ALL = set(BAD)
-OPEN_TRAIN = {
-    ("domain_adaptation", "data.target.corruption"): ALL,
-    ("domain_adaptation", "data.target.severity"): ALL,
-    ("domain_adaptation", "data.target.shift"): ALL,
-    ("domain_adaptation", "data.target.seed"): ALL,
-    ("domain_adaptation", "data.target.batch_size"): ALL,
-    ("domain_adaptation", "data.target.rotate_degrees"): ALL,
-    ("domain_adaptation", "data.target.scale_factor"): ALL,
-    ("domain_adaptation", "data.target.stream"): ALL,
-    ("domain_adaptation", "data.target.dirichlet"): ALL,
-    ("domain_adaptation", "data.target.released_dir"): ALL,
-    ("domain_adaptation", "data.target.n_examples"): ALL,
-}
-OPEN_INFER = {
-    ("domain_adaptation", "image_size"): {"out_of_range"},
-}
+OPEN_TRAIN: dict[tuple[str, str], set[str]] = {}
+OPEN_INFER: dict[tuple[str, str], set[str]] = {}
 
 
 def _marks(task: str, key: str, kind: str, table: dict) -> list:

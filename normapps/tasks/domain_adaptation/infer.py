@@ -33,10 +33,12 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
     batch_size = int(cfg.get("batch_size", 128))
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from normapps.platform.options import as_int
+
+    size = as_int("image_size", cfg.get("image_size"), min=4, allow_none=True) or 32
     list_images(cfg.target)  # a missing or empty folder fails before the model loads
     module = load_module(cfg.ckpt_path, expected_network="classifier")
     channels = int(module.hparams.get("in_channels", 3))
-    size = int(cfg.get("image_size") or 32)
     images, paths, labels, _ = load_image_folder(cfg.target, image_size=size, channels=channels)
     sources = None
     if method in ("dsbn", "eata"):  # dsbn trains on it; eata measures its Fisher information on it

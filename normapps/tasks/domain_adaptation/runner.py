@@ -198,6 +198,18 @@ def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, 
     return save_figure(fig, ctx.output_dir, TABLE_NAME, loggers=ctx.loggers, key=f"{TABLE_NAME}_plot")
 
 
+def validate(cfg: DictConfig) -> None:
+    """train.py's preflight hook (``task.validate``): the methods, their options, the norms and
+    the target spec (corruptions, severities, stream, released files) checked before anything
+    is built; the runner repeats the same calls (they are cheap) to get their values."""
+    adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)
+    methods = resolve_methods(adapt_cfg.get("method", "all"))
+    validate_options(methods, adapt_cfg)
+    resolve_extra_sources(method_config(adapt_cfg, warn=False)["dsbn"]["extra_sources"])
+    check_applicable(methods, resolve_norms(cfg), adapt_cfg, has_ckpt=bool(cfg.get("source_ckpt")))
+    parse_target_spec(OmegaConf.to_container(cfg.data.target, resolve=True))
+
+
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     # --- validate everything cheap first --------------------------------------------------
     adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)

@@ -49,27 +49,52 @@ class TargetSpec:
 
 def parse_target_spec(cfg: Mapping[str, Any]) -> TargetSpec:
     """Validate ``data.target`` (a plain dict) before any expensive work."""
-    corruptions = resolve_corruptions(cfg.get("corruption"))
+    from normapps.platform.options import OptionError, as_int
+
+    def names(key: str, value: Any) -> Any:
+        # one name or a list of names; a number (data.target.shift=-1) is named, not iterated
+        ok = value is None or isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+        if not ok:
+            raise OptionError(f"data.target.{key}={value!r}: expected a name, all, or a list of names")
+        return value
+
+    try:
+        corruptions = resolve_corruptions(names("corruption", cfg.get("corruption")))
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError(f"data.target.corruption={cfg.get('corruption')!r}: {err}") from None
     sev = cfg.get("severity", 5)
     sevs = [1, 2, 3, 4, 5] if sev == "all" else list(sev) if isinstance(sev, (list, tuple)) else [sev]
-    severities = [check_severity(s) for s in sevs] if corruptions else []
-    shifts = resolve_shifts(cfg.get("shift"))
+    severities = ([check_severity(as_int("data.target.severity", s, min=1, max=5)) for s in sevs]
+                  if corruptions else [])
+    try:
+        shifts = resolve_shifts(names("shift", cfg.get("shift")))
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError(f"data.target.shift={cfg.get('shift')!r}: {err}") from None
     if not corruptions and not shifts:
         raise ValueError("no target: set data.target.corruption=<name>|all|extra|[list] and/or "
                          "data.target.shift=<inverted|colour|rotate|scale|usps|mnist>|all")
-    dirichlet = cfg.get("dirichlet")
-    stream = check_stream(str(cfg.get("stream", "reset")), dirichlet)
-    batch_size = int(cfg.get("batch_size", 128))
-    if batch_size < 1:
-        raise ValueError(f"data.target.batch_size must be >= 1, got {batch_size}")
-    n = cfg.get("n_examples")
-    if n is not None and int(n) < 1:
-        raise ValueError(f"data.target.n_examples must be >= 1 or null (all), got {n}")
-    released = cfg.get("released_dir")
+    from normapps.platform.options import as_float, as_int, as_text
+
+    key = "data.target"
+    dirichlet = as_float(f"{key}.dirichlet", cfg.get("dirichlet"), min=0.0, min_open=True, allow_none=True)
+    stream = check_stream(as_text(f"{key}.stream", cfg.get("stream", "reset")), dirichlet)
+    batch_size = as_int(f"{key}.batch_size", cfg.get("batch_size", 128), min=1)
+    n = as_int(f"{key}.n_examples", cfg.get("n_examples"), min=1, allow_none=True)
+    seed = as_int(f"{key}.seed", cfg.get("seed", 0), min=0)
+    rotate = as_float(f"{key}.rotate_degrees", cfg.get("rotate_degrees", 45.0), min=0.0, max=180.0)
+    scale = as_float(f"{key}.scale_factor", cfg.get("scale_factor", 0.6), min=0.0, max=1.0, min_open=True)
+    released = as_text(f"{key}.released_dir", cfg.get("released_dir"), allow_none=True)
+    if released is not None and not Path(released).expanduser().is_dir():
+        raise NotADirectoryError(f"{key}.released_dir={released}: no such folder (the released "
+                                 f"CIFAR-10-C / CIFAR-100-C / ImageNet-C files go there)")
     if released and corruptions:
         check_released(Path(str(released)).expanduser(), corruptions)
-    return TargetSpec(corruptions, severities, shifts, int(cfg.get("seed", 0)),
-                      float(cfg.get("rotate_degrees", 45.0)), float(cfg.get("scale_factor", 0.6)),
+    return TargetSpec(corruptions, severities, shifts, seed, rotate, scale,
                       stream=stream, dirichlet=None if dirichlet is None else float(dirichlet),
                       released_dir=str(Path(str(released)).expanduser()) if released else None,
                       n_examples=None if n is None else int(n), batch_size=batch_size)
