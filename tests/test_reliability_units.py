@@ -190,3 +190,25 @@ def test_non_finite_model_outputs_are_refused_not_written(tmp_path):
     with pytest.raises(ValueError, match="2 NaN/inf value"):
         write_predictions(tmp_path, [Path("a.png"), Path("b.png")], probs, None)
     assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_non_finite_stylizations_and_gan_samples_are_refused_not_written(tmp_path, tiny_checkpoints, monkeypatch):
+    """Issue 12 item 8 for the image writers: a NaN stylization or GAN sample used to be saved
+    as a black picture with exit 0."""
+    from normapps.platform.inference import run_infer
+    from normapps.tasks.gan.module import GANModule
+    from normapps.tasks.style_transfer.infer import save_png
+    from tests.hydra_configs import compose_infer
+
+    image = torch.rand(3, 8, 8)
+    image[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the stylization out.png: the model produced 1 NaN"):
+        save_png(image, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+
+    monkeypatch.setattr(GANModule, "sample", lambda self, z, y=None, use_ema=True: torch.full((len(z), 3, 8, 8), float("nan")))
+    out = tmp_path / "gan"
+    with pytest.raises(ValueError, match="the generated samples: the model produced"):
+        run_infer(compose_infer(["task=gan", f"ckpt_path={tiny_checkpoints['gan']}", "num_samples=4",
+                                 f"output_dir={out}"]))
+    assert not (out / "grid.png").exists() and not (out / "samples").exists()

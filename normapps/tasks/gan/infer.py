@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
 from normapps.platform.checkpoint import load_module
+from normapps.platform.inference import require_finite
 from normapps.platform.options import bool_option, float_option, int_option
 
 
@@ -62,6 +63,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     bs = int(cfg.batch_size)
     images = torch.cat([module.sample(z[i:i + bs], None if y is None else y[i:i + bs], use_ema=use_ema)
                         for i in range(0, n, bs)])
+    require_finite(images, "the generated samples")  # NaN samples would be saved as black
     sample_dir = output_dir / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):

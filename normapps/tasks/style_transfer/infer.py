@@ -18,6 +18,7 @@ from PIL import Image
 
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module, safe_load
+from normapps.platform.inference import require_finite
 from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
 from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
@@ -236,6 +237,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
+    # a NaN output would be written as a black picture: refuse it, naming the file
+    require_finite(image, f"the stylization {path.name}")
     arr = image.mul(255).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
     Image.fromarray(arr).save(path)
 
