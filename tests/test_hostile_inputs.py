@@ -37,7 +37,6 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointErro
 # Open findings of this suite in the files of other owners (issue 12's split): strict xfails, so
 # each turns into a failure, to be deleted here, the day its owner fixes it. What they need:
 OPEN_OWNERS = {
-    "style_transfer": "the style-transfer task (StyleTransferModule / StyleDataModule declare no check_args; model.encoder is a free-form dict)",
     "domain_adaptation": "the domain-adaptation task (data.target.* and source_ckpt are checked in its runner, not through task.validate; infer image_size=-1 reaches the resize)",
 }
 ALL = set(BAD)
@@ -53,28 +52,6 @@ OPEN_TRAIN = {
     ("domain_adaptation", "data.target.dirichlet"): ALL,
     ("domain_adaptation", "data.target.released_dir"): ALL,
     ("domain_adaptation", "data.target.n_examples"): ALL,
-    ("style_transfer", "model.encoder.weights"): ALL,
-    ("style_transfer", "model.encoder.path"): ALL,
-    ("style_transfer", "model.encoder.arch"): ALL,
-    ("style_transfer", "model.encoder.padding"): ALL,
-    ("style_transfer", "model.encoder.actnorm"): ALL,
-    ("style_transfer", "model.encoder.download"): ALL,
-    ("style_transfer", "model.identity_weight"): {"out_of_range"},
-    ("style_transfer", "model.decoder_init"): {"wrong_type"},
-    ("style_transfer", "data.procedural_styles"): {"out_of_range"},
-    ("style_transfer", "model.content_weight"): {"out_of_range"},
-    ("style_transfer", "model.style_weight"): {"out_of_range"},
-    ("style_transfer", "model.eps"): {"out_of_range"},
-    ("style_transfer", "model.max_logged_samples"): {"out_of_range"},
-    ("style_transfer", "data.content_dir"): {"wrong_type"},
-    ("style_transfer", "data.style_dir"): {"wrong_type"},
-    ("style_transfer", "data.load_size"): {"out_of_range"},
-    ("style_transfer", "data.crop_size"): {"out_of_range"},
-    ("style_transfer", "data.bundled_load_size"): {"out_of_range"},
-    ("style_transfer", "data.bundled_crop_size"): {"out_of_range"},
-    ("style_transfer", "data.samples_per_epoch"): {"out_of_range"},
-    ("style_transfer", "data.val_images"): {"out_of_range"},
-    ("style_transfer", "data.val_pairs"): {"out_of_range"},
 }
 OPEN_INFER = {
     ("domain_adaptation", "image_size"): {"out_of_range"},

@@ -20,6 +20,7 @@ from normapps.data.bundled import bundled_image
 from normapps.data.image_io import ImageFolderDataset
 from normapps.data.samplers import EpochSeededRandomSampler
 from normapps.tasks.style_transfer.bundled_styles import TEXTURES_TRAIN, TEXTURES_VAL, bundled_styles
+from normapps.tasks.style_transfer.options import check_style_data_args
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ def _split(n: int, n_val: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 class StyleDataModule(pl.LightningDataModule):
+    # train.py's preflight: ranges and folders checked before any image loads
+    check_args = classmethod(lambda cls, args, *, prefix="data": check_style_data_args(args, prefix=prefix))
+
     def __init__(
         self,
         *,

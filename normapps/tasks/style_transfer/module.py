@@ -16,6 +16,7 @@ from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.losses import content_loss, style_loss
 from normapps.tasks.style_transfer.decoder_file import (load_decoder_file, resolve_decoder_file,
                                                         shipped_decoder_usable)
+from normapps.tasks.style_transfer.options import check_adain_args
 from normapps.tasks.style_transfer.vgg import EncoderInfo, build_encoder, check_pairing
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class StyleTransferModule(NormappsModule):
             log.info("style_transfer: training the decoder from scratch")
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    # train.py's preflight: every option checked before the encoder or any weights load
+    check_args = classmethod(lambda cls, args, *, prefix="model": check_adain_args(args, prefix=prefix))
 
     @property
     def encoder_info(self) -> EncoderInfo:
