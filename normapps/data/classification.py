@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.bundled import load_digits_tensors
 from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
-from normapps.platform.options import OptionError, as_choice, as_float, as_int
+from normapps.platform.options import OptionError, apply_checks, as_choice, as_float, as_int
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "usps": 10, "svhn": 10, "cifar10": 10}
 TORCHVISION_SETS = ("mnist", "usps", "svhn", "cifar10")
@@ -131,9 +131,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             "seed": lambda k, v: as_int(k, v, min=0, max=2**32 - 1),
             "num_classes": lambda k, v: as_int(k, v, min=2, allow_none=True),
         }
-        for key, value in args.items():
-            if key in checks:
-                checks[key](f"{prefix}.{key}", value)
+        apply_checks(checks, args, prefix=prefix)
         fractions = [args.get("val_fraction", 0.15), args.get("test_fraction", 0.15)]
         if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 0.9:
             raise OptionError(f"{prefix}.val_fraction + {prefix}.test_fraction = {sum(fractions):g}: "

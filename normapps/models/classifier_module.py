@@ -12,7 +12,7 @@ from torch import nn
 from normapps.models import CLASSIFIER_ARCHS, build_classifier
 from normapps.norm import ACTIVATION_NORM_KINDS, NORM_LAYER_TYPES
 from normapps.platform.module import NormappsModule
-from normapps.platform.options import as_choice, as_float, as_int
+from normapps.platform.options import apply_checks, as_choice, as_float, as_int
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("cosine", "none")
@@ -79,9 +79,7 @@ class ClassificationModule(NormappsModule):
             "label_smoothing": lambda k, v: as_float(k, v, min=0.0, max=0.99),
             "snd_batch_size": lambda k, v: as_int(k, v, min=2),
         }
-        for key, value in args.items():
-            if key in checks:
-                checks[key](f"{prefix}.{key}", value)
+        apply_checks(checks, args, prefix=prefix)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

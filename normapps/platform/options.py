@@ -8,7 +8,7 @@ booleans, NaN and infinities never as numbers (unless ``finite=False``).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -92,6 +92,15 @@ def as_text(key: str, value: Any, *, allow_none: bool = False) -> str | None:
         raise OptionError(f"{_show(key, value)}: expected a non-empty path or name"
                           + (" (or null)" if allow_none else ""))
     return str(value)
+
+
+def apply_checks(checks: Mapping[str, Callable[[str, Any], Any]], args: Mapping[str, Any], *,
+                 prefix: str, name: Callable[[str], str] | None = None) -> None:
+    """Run ``checks[key](option name, value)`` for every key of ``args`` that has a check: the
+    loop behind every ``check_args``. The name is ``<prefix>.<key>`` unless ``name`` says otherwise."""
+    for key, value in args.items():
+        if key in checks:
+            checks[key](name(key) if name else f"{prefix}.{key}", value)
 
 
 def int_option(cfg: Any, key: str, **kw) -> int | None:

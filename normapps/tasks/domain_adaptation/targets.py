@@ -51,30 +51,25 @@ def parse_target_spec(cfg: Mapping[str, Any]) -> TargetSpec:
     """Validate ``data.target`` (a plain dict) before any expensive work."""
     from normapps.platform.options import OptionError, as_int
 
-    def names(key: str, value: Any) -> Any:
-        # one name or a list of names; a number (data.target.shift=-1) is named, not iterated
+    def names(key: str, resolve) -> list[str]:
+        """One name, ``all`` or a list of names, resolved; errors name data.target.<key> (a
+        number, e.g. data.target.shift=-1, is refused, not iterated)."""
+        value = cfg.get(key)
         ok = value is None or isinstance(value, str) or (
             isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
         if not ok:
             raise OptionError(f"data.target.{key}={value!r}: expected a name, all, or a list of names")
-        return value
+        try:
+            return resolve(value)
+        except ValueError as err:
+            raise OptionError(f"data.target.{key}={value!r}: {err}") from None
 
-    try:
-        corruptions = resolve_corruptions(names("corruption", cfg.get("corruption")))
-    except OptionError:
-        raise
-    except ValueError as err:
-        raise OptionError(f"data.target.corruption={cfg.get('corruption')!r}: {err}") from None
+    corruptions = names("corruption", resolve_corruptions)
     sev = cfg.get("severity", 5)
     sevs = [1, 2, 3, 4, 5] if sev == "all" else list(sev) if isinstance(sev, (list, tuple)) else [sev]
     severities = ([check_severity(as_int("data.target.severity", s, min=1, max=5)) for s in sevs]
                   if corruptions else [])
-    try:
-        shifts = resolve_shifts(names("shift", cfg.get("shift")))
-    except OptionError:
-        raise
-    except ValueError as err:
-        raise OptionError(f"data.target.shift={cfg.get('shift')!r}: {err}") from None
+    shifts = names("shift", resolve_shifts)
     if not corruptions and not shifts:
         raise ValueError("no target: set data.target.corruption=<name>|all|extra|[list] and/or "
                          "data.target.shift=<inverted|colour|rotate|scale|usps|mnist>|all")

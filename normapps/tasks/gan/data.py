@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from normapps.data.classification import load_arrays, resize_batch
 from normapps.data.samplers import EpochSeededRandomSampler, ResumableDataLoader
-from normapps.platform.options import OptionError, as_choice, as_int, as_text
+from normapps.platform.options import OptionError, apply_checks, as_choice, as_int, as_text
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,7 @@ class GANDataModule(pl.LightningDataModule):
             "num_eval_real": lambda k, v: as_int(k, v, min=2),
             "num_classes": lambda k, v: as_int(k, v, min=0),
         }
-        for key, value in args.items():
-            if key in checks:
-                checks[key](f"{prefix}.{key}", value)
+        apply_checks(checks, args, prefix=prefix)
         folder = args.get("folder")
         if folder is not None:
             path = Path(as_text(f"{prefix}.folder", folder))

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 from normapps.norm import spectral_norm_estimates
 from normapps.platform.logging import log_image
 from normapps.platform.module import NormappsModule
-from normapps.platform.options import OptionError
+from normapps.platform.options import OptionError, apply_checks
 from normapps.tasks.gan.diffaugment import DiffAugment
 from normapps.tasks.gan.discriminators import D_ARCHS, D_NORMS, build_discriminator
 from normapps.tasks.gan.ema import (ema_update, make_ema, recalibrate_ema_bn, refresh_spectral_vectors,
@@ -178,9 +178,7 @@ class GANModule(NormappsModule):
             "r1_gamma": lambda k, v: as_float(k, v, min=0.0),
             "fid_stats_cache": lambda k, v: as_text(k, v, allow_none=True),
         }
-        for key, value in args.items():
-            if key in checks:
-                checks[key](name(key), value)
+        apply_checks(checks, args, prefix=prefix, name=name)
         if "betas" in args:
             betas = args["betas"]
             if not isinstance(betas, (list, tuple)) or len(betas) != 2:

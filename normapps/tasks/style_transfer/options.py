@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from normapps.platform.options import OptionError, as_bool, as_choice, as_float, as_int, as_text
+from normapps.platform.options import (OptionError, apply_checks, as_bool, as_choice, as_float, as_int,
+                                       as_text)
 
 ENCODER_WEIGHTS = ("auto", "public", "imagenet", "packaged", "random")
 ENCODER_ARCHS = ("auto", "vgg16", "vgg19")
@@ -57,9 +58,7 @@ def check_adain_args(args: Mapping[str, Any], *, prefix: str = "model") -> None:
         "channels_last": as_bool,
         "decoder_init": check_decoder_init,
     }
-    for key, value in args.items():
-        if key in checks:
-            checks[key](f"{prefix}.{key}", value)
+    apply_checks(checks, args, prefix=prefix)
 
 
 def check_decoder_init(key: str, value: Any) -> None:
@@ -95,9 +94,7 @@ def check_style_data_args(args: Mapping[str, Any], *, prefix: str = "data") -> N
         "val_pairs": lambda k, v: as_int(k, v, min=1),
         "num_workers": lambda k, v: as_int(k, v, min=0),
     }
-    for key, value in args.items():
-        if key in checks:
-            checks[key](f"{prefix}.{key}", value)
+    apply_checks(checks, args, prefix=prefix)
     kinds = args.get("bundled_styles")
     if kinds is not None:
         bad = [k for k in (kinds if isinstance(kinds, (list, tuple)) else [kinds]) if k not in KINDS]
