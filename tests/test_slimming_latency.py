@@ -13,13 +13,15 @@ OPTS = {"latency_batch_sizes": [1, 4], "latency_rounds": 1, "latency_repeats": 1
 
 def test_stage_latency_times_the_bn_folded_model_in_both_formats(monkeypatch):
     timed = []
-    real = profiling.measure_latency
+    real = profiling.round_robin
 
-    def spy(fn, example, **kw):
-        timed.append((fn, example.is_contiguous(memory_format=torch.channels_last) and example.shape[0] > 1))
-        return real(fn, example, **kw)
+    def spy(candidates, **kw):  # each candidate is partial(model, example)
+        for call in candidates.values():
+            fn, example = call.func, call.args[0]
+            timed.append((fn, example.is_contiguous(memory_format=torch.channels_last) and example.shape[0] > 1))
+        return real(candidates, **kw)
 
-    monkeypatch.setattr(profiling, "measure_latency", spy)
+    monkeypatch.setattr(profiling, "round_robin", spy)
     torch.manual_seed(0)
     net = build_classifier("vgg11", num_classes=10, width_mult=0.125).eval()
     rows = stage_rows({"trained": net}, {"trained": 0.9}, (3, 16, 16), OPTS)

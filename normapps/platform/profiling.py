@@ -1,14 +1,17 @@
-"""Measured model cost: parameters, FLOPs, file size and wall-clock latency (median of repeats)."""
+"""Measured model cost: parameters, FLOPs, file size and latency tables (per batch size, side by
+side, BN-folded deployment), all timed by ``normapps.platform.measure.round_robin``."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import statistics
-import time
 from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from normapps.platform.measure import round_robin
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -42,19 +45,17 @@ def measure_latency(
     repeats: int = 10,
     min_seconds: float = 0.0,
 ) -> float:
-    """Median seconds per call of ``fn(example)`` under no_grad, after warm-up."""
+    """Median seconds per call of ``fn(example)`` under inference mode, after warm-up (the
+    platform's round_robin with one candidate: CUDA synchronized when ``example`` is on CUDA).
+    With ``min_seconds``, rounds of ``repeats`` calls go on until that much was timed."""
     if isinstance(fn, nn.Module):
         fn.eval()
-    times = []
+    call = functools.partial(fn, example)
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(example)
-        start_all = time.perf_counter()
-        while len(times) < repeats or time.perf_counter() - start_all < min_seconds:
-            t0 = time.perf_counter()
-            fn(example)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        samples = list(round_robin({"fn": call}, rounds=repeats, warmup=warmup, device=example.device)["fn"].samples)
+        while sum(samples) < min_seconds:
+            samples += round_robin({"fn": call}, rounds=repeats, warmup=0, device=example.device)["fn"].samples
+    return statistics.median(samples)
 
 
 def latency_table(
@@ -73,18 +74,6 @@ def latency_table(
     return out
 
 
-def _synced(model: nn.Module, device: torch.device):
-    if device.type != "cuda":
-        return model
-
-    def run(x: torch.Tensor):
-        out = model(x)
-        torch.cuda.synchronize(device)
-        return out
-
-    return run
-
-
 def side_by_side_latency(
     models: Mapping[str, nn.Module],
     input_shape: Sequence[int],
@@ -97,7 +86,10 @@ def side_by_side_latency(
     threads: int | None = None,
     channels_last: bool | Mapping[str, bool] = False,
 ) -> dict[str, dict[str, float]]:
-    """``{model name: {f"{prefix}_bs{b}": median ms}}``, models timed in turn each round.
+    """``{model name: {f"{prefix}_bs{b}": median ms}}``: every (batch size, model) pair is one
+    candidate of the platform's :func:`~normapps.platform.measure.round_robin` (one warm-up
+    call each, then ``rounds`` rounds of ``repeats`` calls, CUDA synchronized), so all models
+    see the same load.
 
     ``threads`` sets torch's intra-op threads for the measurement only; ``channels_last`` runs
     models and inputs in NHWC (a bool for all models, or one per model name).
@@ -109,27 +101,19 @@ def side_by_side_latency(
         raise ValueError(f"latency threads must be >= 1, got {threads}")
     nhwc = {n: bool(channels_last[n] if isinstance(channels_last, Mapping) else channels_last) for n in models}
     fmt = {n: torch.channels_last if nhwc[n] else torch.contiguous_format for n in models}
-    samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batch_sizes} for n in models}
     # Plain callables (exported or compiled graphs, which refuse .eval()) are timed as given.
     placed = {n: (m.eval().to(device, memory_format=fmt[n]) if isinstance(m, nn.Module) else m)
               for n, m in models.items()}
     base = {b: torch.randn(b, *input_shape, device=device) for b in batch_sizes}
     examples = {(b, f): x.contiguous(memory_format=f) for b, x in base.items()
                 for f in (torch.channels_last, torch.contiguous_format)}
-    saved_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(rounds):
-            for b in batch_sizes:
-                for name, model in placed.items():
-                    fn = _synced(model, device)
-                    samples[name][b].append(measure_latency(fn, examples[(b, fmt[name])], warmup=1,
-                                                            repeats=repeats))
-    finally:
-        torch.set_num_threads(saved_threads)
-    return {n: {f"{prefix}_bs{b}": 1000.0 * statistics.median(v) for b, v in per.items()}
-            for n, per in samples.items()}
+    # partial(model, example): the candidate says what it times (tests read .func and .args).
+    candidates = {(name, b): functools.partial(model, examples[(b, fmt[name])])
+                  for b in batch_sizes for name, model in placed.items()}
+    with torch.inference_mode():
+        timing = round_robin(candidates, rounds=rounds, repeats=repeats, warmup=1, threads=threads,
+                             device=device)
+    return {n: {f"{prefix}_bs{b}": timing[(n, b)].median_ms for b in batch_sizes} for n in models}
 
 
 def deployable(model: nn.Module) -> nn.Module:
