@@ -138,3 +138,28 @@ def test_measure_latency_and_side_by_side_use_the_round_robin_timer(monkeypatch)
     assert calls[0][0] == ["fn"] and calls[0][1]["device"] == torch.device("cpu")
     # one round-robin over every (model, batch size) pair, not one timer per model
     assert calls[1][0] == [("a", 1), ("b", 1), ("a", 2), ("b", 2)] and calls[1][1]["threads"] == 1
+
+
+def test_a_started_duration_stops_once():
+    clock = FakeClock()
+    run = measure.Duration.started(clock=clock)
+    clock.now += 2.0
+    assert run.stop() == 2.0
+    clock.now += 5.0
+    assert run.stop() == 2.0 and run.seconds == 2.0
+
+
+def test_accuracy_restores_the_module_mode_and_can_run_a_model_as_given():
+    from normapps.platform.predict import accuracy
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.Dropout(0.9)).train()
+    torch.nn.init.zeros_(net[1].bias)
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    x = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 3.0, 0, 0]]).view(3, 1, 2, 2)
+    batches = [(x[:2], torch.tensor([0, 1])), (x[2:], torch.tensor([0]))]
+    assert accuracy(net, batches) == 2 / 3 and net.training  # eval inside (no dropout), train after
+    seen = []
+    assert accuracy(lambda t: seen.append(t) or net.eval()(t), batches, eval_mode=False) == 2 / 3
+    with pytest.raises(ValueError, match="at least one labelled batch"):
+        accuracy(net, [])

@@ -73,3 +73,17 @@ def test_bar_panels_one_panel_per_entry_same_colour_per_series(tmp_path):
     assert_figure(save_figure(fig, tmp_path, "bars"))
     with pytest.raises(ValueError, match="nothing to plot"):
         bar_panels([{"title": "x", "data": {}}])
+
+
+def test_publish_table_writes_csv_and_markdown_and_logs_the_same_rows(tmp_path):
+    """Every task records its tables through publish_table: one call, files + W&B."""
+    pytest.importorskip("wandb")
+    from normapps.platform.summary import publish_table
+
+    rows = [{"stage": "trained", "acc": 0.9}, {"stage": "pruned", "acc": 0.8, "note": "x"}]
+    lg = WandbLogger()
+    csv_path, md_path = publish_table(tmp_path, [lg], "slimming", rows, key="slimming/stages")
+    assert csv_path.read_text().splitlines() == ["stage,acc,note", "trained,0.9,", "pruned,0.8,x"]
+    assert md_path.read_text().startswith("| stage | acc | note |")
+    (logged,) = lg.logged
+    assert logged["slimming/stages"].data == [["trained", 0.9, None], ["pruned", 0.8, "x"]]

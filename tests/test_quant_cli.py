@@ -50,7 +50,7 @@ def test_train_qat_then_infer_then_dfq_from_source_ckpt(tmp_path):
     result = json.loads((out / "inference.json").read_text())
     assert result["num_images"] == 20 and 0.0 <= result["accuracy"] <= 1.0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert len(rows) == 20 and {"path", "pred", "label", "confidence"} <= set(rows[0])
+    assert len(rows) == 20 and {"path", "prediction", "label", "confidence"} <= set(rows[0])
 
     source = next((run / "checkpoints" / "train").glob("best*.ckpt"))
     run2 = tmp_path / "dfq"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from normapps.data.image_io import ImageReadError, load_image
+from normapps.platform.measure import Duration
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,13 @@ class StyleService:
         with tempfile.TemporaryDirectory(prefix="normapps_demo_") as tmp:
             workdir = Path(tmp)
             cfg = self.config(req, workdir)
-            t0 = time.perf_counter()
+            run_time = Duration.started(device=self.device)
             try:
                 with torch.no_grad():
                     result = infer_run(cfg, device=self.device, output_dir=workdir / "out")
             except (ValueError, FileNotFoundError, ImageReadError) as err:
                 raise RequestError(str(err)) from err
-            seconds = time.perf_counter() - t0
+            seconds = run_time.stop()
             if not result.get("outputs"):
                 raise RequestError("nothing was stylized (unreadable content image?)")
             image = Image.open(result["outputs"][0]).convert("RGB")

@@ -54,11 +54,26 @@ def num_threads(threads: int | None) -> Iterator[int]:
 
 @dataclass
 class Duration:
-    """What :func:`duration` yields: ``seconds`` is None inside the block, the elapsed wall
-    time after it; :meth:`elapsed` reads the clock meanwhile."""
+    """A run's wall clock. ``seconds`` is None while it runs and the elapsed time once stopped;
+    :meth:`elapsed` reads the clock meanwhile. Use :func:`duration` around a block, or
+    ``Duration.started()`` ... ``.stop()`` where the timed span is not one block."""
     clock: Clock = time.perf_counter
+    device: torch.device | str | None = None
     start: float = 0.0
     seconds: float | None = None
+
+    @classmethod
+    def started(cls, *, device: torch.device | str | None = None, clock: Clock = time.perf_counter) -> "Duration":
+        synchronize(device)
+        return cls(clock=clock, device=device, start=clock())
+
+    def stop(self) -> float:
+        """Stop the clock (after the device's queued work) and return the seconds; a second
+        call returns the same figure."""
+        if self.seconds is None:
+            synchronize(self.device)
+            self.seconds = self.clock() - self.start
+        return self.seconds
 
     def elapsed(self) -> float:
         return self.clock() - self.start if self.seconds is None else self.seconds
@@ -69,13 +84,11 @@ def duration(*, device: torch.device | str | None = None, clock: Clock = time.pe
     """Wall-clock seconds of the block: ``with duration() as run: ...; run.seconds``. With a
     CUDA ``device``, queued work is waited for before the clock starts and before it stops.
     ``seconds`` is set even when the block raises."""
-    synchronize(device)
-    timer = Duration(clock=clock, start=clock())
+    timer = Duration.started(device=device, clock=clock)
     try:
         yield timer
     finally:
-        synchronize(device)
-        timer.seconds = clock() - timer.start
+        timer.stop()
 
 
 @dataclass(frozen=True)

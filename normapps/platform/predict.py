@@ -1,12 +1,13 @@
 """Batched prediction for any classifier: softmax probabilities in batches, predictions.csv (one
-schema: path, prediction, confidence[, label]) plus accuracy when labels are known, and an image
-folder classified end to end. The classification, slimming, quantization and domain-adaptation
-runners all write their predictions through here."""
+schema: path, prediction, confidence[, label]) plus accuracy when labels are known, top-1
+accuracy over labelled batches, and an image folder classified end to end. The classification,
+slimming, quantization and domain-adaptation runners and infers all write their predictions and
+measure their accuracy through here."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -34,6 +35,32 @@ def predict_batches(model: nn.Module, images: torch.Tensor, *, batch_size: int,
     model.eval().to(device)
     probs = [model(chunk.to(device)).float().softmax(1).cpu() for chunk in images.split(batch_size)]
     return torch.cat(probs)
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], batches: Iterable, *,
+             device: torch.device | str | None = None, eval_mode: bool = True) -> float:
+    """Top-1 accuracy of ``model`` over ``(images, labels, ...)`` batches. A module runs in eval
+    mode and gets its mode back after (``eval_mode=False`` runs it as given: exported PT2E
+    graphs refuse ``.eval()``); ``device`` moves each batch there."""
+    is_module = isinstance(model, nn.Module) and eval_mode
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
+    correct = total = 0
+    try:
+        for batch in batches:
+            x, y = batch[0], batch[1]
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        if is_module:
+            model.train(was_training)
+    if total == 0:
+        raise ValueError("accuracy needs at least one labelled batch (the evaluation data is empty)")
+    return correct / total
 
 
 def write_predictions(output_dir: Path, paths: list[Path], probs: torch.Tensor,

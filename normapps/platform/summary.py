@@ -106,3 +106,13 @@ def log_table(loggers: list, name: str, rows: list[dict[str, Any]]) -> None:
             lg.experiment.log({name: wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
         except Exception as err:  # noqa: BLE001 - a logger must never end a run
             warn_logger_failure(lg, f"table {name!r}", err)
+
+
+def publish_table(output_dir: Path, loggers: list, name: str, rows: list[dict[str, Any]], *,
+                  key: str | None = None) -> tuple[Path, Path]:
+    """A run's table, the one way every task records one: ``<name>.csv`` and ``<name>.md`` in
+    the run directory (:func:`write_table`) and a W&B table under ``key`` (default ``name``) on
+    every W&B logger (:func:`log_table`). Returns the CSV and Markdown paths."""
+    paths = write_table(output_dir, name, rows)
+    log_table(loggers, key or name, rows)
+    return paths

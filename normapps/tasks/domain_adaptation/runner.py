@@ -20,7 +20,6 @@ batches, per method (the targets' spans shaded for ``continual``); ``summary.jso
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import torch
@@ -30,9 +29,10 @@ from normapps.data.shifts import SYNTHETIC_SHIFTS, apply_shift
 from normapps.norm import bn_modules
 from normapps.platform.context import RunContext
 from normapps.platform.hardware import trainer_device
+from normapps.platform.measure import Duration
 from normapps.platform.plots import new_figure, save_figure
 from normapps.platform.runner import load_or_fit
-from normapps.platform.summary import log_table, markdown_table, write_table
+from normapps.platform.summary import markdown_table, publish_table
 from normapps.tasks.domain_adaptation.common import error_rate, predict_logits
 from normapps.tasks.domain_adaptation.methods import (
     LABELS, PROTOCOLS, adapt_and_predict, method_config, method_options, norm_kind_applicable,
@@ -278,7 +278,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 row.update({t: None for t in names} | {"mean": None})
                 rows.append(row)
                 continue
-            start = time.perf_counter()
+            spent = Duration.started(device=device)
             errors: dict[str, float] = {}
             for stream in streams:
                 logits = adapt_and_predict(name, net, stream.images, batch_size=batch_size,
@@ -287,7 +287,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 errors.update({names[d]: e for d, e in stream_errors(logits, stream).items()})
                 if len(streams) == 1:
                     curves[(norm, name)] = (logits.argmax(1) != stream.labels).cpu()
-            seconds[name] += time.perf_counter() - start
+            seconds[name] += spent.stop()
             row.update({t: errors[t] for t in names})
             row["mean"] = sum(errors.values()) / len(errors)
             log.info("%s / %s: mean target error %.4f", name, norm, row["mean"])
@@ -298,7 +298,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
               f"{'released data ' + spec.released_dir if spec.released_dir else 'generated targets'}; "
               f"protocol: online = predicted while adapting in stream order, offline = adapted on "
               f"the whole target first, source = no adaptation\n\n")
-    csv_path, md_path = write_table(ctx.output_dir, TABLE_NAME, rows)
+    csv_path, md_path = publish_table(ctx.output_dir, ctx.loggers, TABLE_NAME, rows)
     md_rows = [{k: ("n/a" if v is None else v) for k, v in r.items() if k not in ("stream", "batch_size")}
                for r in rows]
     md_path.write_text(header + markdown_table(md_rows))
@@ -308,7 +308,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     if spec.stream in ("continual", "mixed") and curves:
         stream_plot = plot_stream(ctx, curves, streams[0], names, kind=spec.stream,
                                   batch_size=batch_size, norms=norms)
-    log_table(ctx.loggers, TABLE_NAME, rows)
     log.info("results: %s, %s and %s", csv_path, md_path, plot_path)
 
     by_norm = {n: {r["method"]: r["mean"] for r in rows if r["norm"] == n and r["mean"] is not None}

@@ -1,7 +1,6 @@
 """infer.py for task=quantization: run the saved int8 model on an image folder."""
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,7 @@ from omegaconf import DictConfig
 from normapps.data.image_io import check_image_input
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import safe_load
-from normapps.platform.inference import require_finite
-from normapps.platform.predict import image_infer_options, predict_batches
+from normapps.platform.predict import image_infer_options, predict_batches, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +29,8 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     size, channels = int(meta["image_size"]), int(meta["arch"].get("in_channels", 3))
     images, paths, labels, _ = load_image_folder(spec, image_size=size, channels=channels)
     probs = predict_batches(model, images, batch_size=batch_size, device=torch.device("cpu"))
-    require_finite(probs, "class probabilities")
-    conf, pred = probs.max(1)
-    rows = []
-    for i, path in enumerate(paths):
-        row = {"path": str(path), "pred": int(pred[i]), "confidence": float(conf[i])}
-        if labels is not None:
-            row["label"] = int(labels[i])
-        rows.append(row)
-    labelled = labels is not None
-    correct = int((pred == labels).sum()) if labelled else 0
-    csv_path = output_dir / "predictions.csv"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    result: dict[str, Any] = {"predictions": str(csv_path), "num_images": len(rows),
-                              "recipe": meta["recipe"]}
-    if labelled:
-        result["accuracy"] = correct / len(rows)
-    log.info("%d images -> %s%s", len(rows), csv_path,
-             f" (accuracy {result['accuracy']:.4f})" if labelled else "")
+    # The platform's one predictions.csv schema (path, prediction, confidence[, label]).
+    result: dict[str, Any] = {**write_predictions(output_dir, paths, probs, labels), "recipe": meta["recipe"]}
+    log.info("%d images -> %s%s", result["num_images"], result["predictions"],
+             f" (accuracy {result['accuracy']:.4f})" if "accuracy" in result else "")
     return result

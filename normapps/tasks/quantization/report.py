@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from normapps.platform.predict import accuracy as platform_accuracy
 from normapps.platform.profiling import latency_table
 
 
@@ -16,15 +17,10 @@ def as_callable(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.T
     return lambda x: fn(x)
 
 
-@torch.inference_mode()
 def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Any]) -> float:
-    correct = total = 0
-    for x, y in batches:
-        correct += int((fn(x).argmax(1) == y).sum())
-        total += len(y)
-    if total == 0:
-        raise ValueError("accuracy needs at least one labelled batch")
-    return correct / total
+    """Top-1 accuracy of a model as given (the platform's ``predict.accuracy`` without switching
+    modes: the report's models are in eval mode already and exported graphs refuse ``.eval()``)."""
+    return platform_accuracy(fn, batches, eval_mode=False)
 
 
 def report_row(name: str, fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[Any], *,

@@ -25,7 +25,7 @@ from normapps.platform.int8 import set_int8_engine
 from normapps.platform.options import as_bool, as_float, as_int, as_text
 from normapps.platform.profiling import count_flops, count_parameters, deployable, state_dict_bytes
 from normapps.platform.runner import load_or_fit, logged_metrics
-from normapps.platform.summary import markdown_table, metrics_to_floats, write_table
+from normapps.platform.summary import markdown_table, metrics_to_floats, publish_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, save_quantized
 from normapps.tasks.quantization.plot import save_report_figure
@@ -266,7 +266,7 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     for r in rows:
         log.info("%s", r)
     main_rows = [r for r in rows if "unpruned" not in r["model"]]
-    write_table(ctx.output_dir, "quantization_report", main_rows)
+    publish_table(ctx.output_dir, ctx.loggers, "quantization_report", main_rows)
     figure = save_report_figure(main_rows, ctx.output_dir, "quantization_report", loggers=ctx.loggers,
                                 title=f"mode={mode}, backend={q.backend}")
     fp32, i8 = main_rows[0], main_rows[1]
@@ -316,7 +316,7 @@ def _combined_table(ctx: RunContext, rows: list[dict], pruned_name: str, pruned_
             r[f"speedup_bs{bs}"] = base[f"latency_ms_bs{bs}"] / r[f"latency_ms_bs{bs}"]
         r["acc_drop_points"] = 100 * (base["accuracy"] - r["accuracy"])
         table.append(r)
-    csv_path, md_path = write_table(ctx.output_dir, "prune_quant_report", table)
+    csv_path, md_path = publish_table(ctx.output_dir, ctx.loggers, "prune_quant_report", table)
     log.info("float / pruned / int8 / pruned+int8 (%s):\n%s", md_path, markdown_table(table))
     figure = save_report_figure(table, ctx.output_dir, "prune_quant_report", loggers=ctx.loggers,
                                 title="float / pruned / int8 / pruned+int8")
@@ -332,7 +332,7 @@ def _sensitivity(ctx: RunContext, float_net: nn.Module, datamodule, test_batches
     calib = [b[0] for _, b in zip(range(int(q.calib_batches)), datamodule.train_dataloader())]
     rows = layer_sensitivity(deployable(float_net), test_batches, calib=calib, example=example,
                              per_channel=bool(q.per_channel))
-    csv_path, md_path = write_table(ctx.output_dir, "int8_sensitivity", rows)
+    csv_path, md_path = publish_table(ctx.output_dir, ctx.loggers, "int8_sensitivity", rows)
     worst = rows[0] if rows else {}
     log.info("int8 sensitivity (%s): quantized alone, %s loses most (%.2f points)", md_path,
              worst.get("layer"), 100 * worst.get("acc_drop", 0.0))

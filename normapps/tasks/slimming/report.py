@@ -12,25 +12,16 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from normapps.platform.predict import accuracy
 from normapps.platform.profiling import count_flops, count_parameters
 # Timing lives in the platform (shared with quantization); re-exported for existing callers.
 from normapps.platform.profiling import deployable, deployment_latency, side_by_side_latency  # noqa: F401
 
 
-@torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, batches: Iterable, *, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` over (images, labels) batches, in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for batch in batches:
-        x, y = batch[0].to(device), batch[1].to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    model.train(was_training)
-    if total == 0:
-        raise ValueError("evaluation data is empty")
-    return correct / total
+    """Top-1 accuracy of ``model`` over (images, labels) batches, in eval mode (the platform's
+    ``predict.accuracy``)."""
+    return accuracy(model, batches, device=device)
 
 
 def model_cost(model: nn.Module, example: torch.Tensor) -> dict[str, int]:

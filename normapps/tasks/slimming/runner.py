@@ -21,7 +21,7 @@ from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
 from normapps.platform.options import OptionError, as_bool, as_float, as_int
 from normapps.platform.runner import checkpoint_paths
-from normapps.platform.summary import log_table, markdown_table, write_table
+from normapps.platform.summary import markdown_table, publish_table
 from normapps.tasks.slimming.module import SlimmingModule
 from normapps.tasks.slimming.plot import save_stage_figure
 from normapps.tasks.slimming.prune import apply_plan, make_plan, masked_copy, prunable_bns
@@ -94,10 +94,6 @@ def save_module(module: pl.LightningModule, path: Path) -> Path:
     return save_module_checkpoint(module, path)
 
 
-def _log_table(ctx: RunContext, rows: list[dict[str, Any]]) -> None:
-    log_table(ctx.loggers, "slimming/stages", rows)
-
-
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         raise ValueError("task=slimming runs several stages and cannot resume from ckpt_path; "
@@ -167,9 +163,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
 
     _warn_if_contended()
     rows = stage_rows(snapshots, accuracy, input_shape, opts)
-    csv_path, md_path = write_table(ctx.output_dir, "slimming", rows)
+    csv_path, md_path = publish_table(ctx.output_dir, ctx.loggers, "slimming", rows, key="slimming/stages")
     log.info("slimming table (%s):\n%s", md_path, markdown_table(rows))
-    _log_table(ctx, rows)
     figure = save_stage_figure(rows, ctx.output_dir, loggers=ctx.loggers)
 
     final = checkpoints.get("finetuned", checkpoints["pruned"])

@@ -10,7 +10,6 @@ Same options as AdaIN where they mean the same thing: ``content`` (file, folder,
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from PIL import Image
 from normapps.data.image_io import list_images, load_image, readable_images
 from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, safe_load
 from normapps.platform.cpu_memory import keep_freed_memory
+from normapps.platform.measure import Duration
 from normapps.tasks.style_transfer.cin_stylize import (
     CIN_METHODS,
     ArbitraryCINStylizer,
@@ -216,7 +216,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
              ", channels_last" if cfg.channels_last else "")
     outputs, skipped = [], list(opts["skipped"])
     root = common_root(opts["contents"])
-    start, n_images = time.perf_counter(), 0
+    run_time, n_images = Duration.started(device=device), 0
     for group in _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped):
         content = torch.stack([t for _, t in group])
         mask = None
@@ -232,7 +232,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
             save_png(image, target)
             outputs.append(str(target))
         n_images += len(group)
-    seconds = time.perf_counter() - start
+    seconds = run_time.stop()
     log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)
     return {
         "outputs": outputs,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from PIL import Image
 from normapps.data.image_io import ImageReadError, list_images, load_image, readable_images
 from normapps.platform.checkpoint import load_module, safe_load
 from normapps.platform.inference import require_finite
+from normapps.platform.measure import Duration, duration
 from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
 from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
@@ -304,13 +304,13 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         first = next(groups, None)
         if first is None:
             raise ValueError(f"content={cfg.content}: no readable images")
-        t0 = time.perf_counter()
-        stylizer.calibrate_int8([torch.stack([t for _, t in first])], codes)
-        calibration_s = round(time.perf_counter() - t0, 3)
+        with duration() as calibration:
+            stylizer.calibrate_int8([torch.stack([t for _, t in first])], codes)
+        calibration_s = round(calibration.seconds, 3)
         log.info("int8: encoder and decoder quantized in %.1f s", calibration_s)
         groups = itertools.chain([first], groups)
     root = common_root(opts["contents"])
-    start, n_images = time.perf_counter(), 0
+    run_time, n_images = Duration.started(device=device), 0
     for group in groups:
         paths = [p for p, _ in group]
         content = torch.stack([t for _, t in group])
@@ -326,7 +326,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
             save_png(image, target)
             outputs.append(str(target))
         n_images += len(group)
-    seconds = time.perf_counter() - start
+    seconds = run_time.stop()
     log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)
     return {
         "outputs": outputs,
