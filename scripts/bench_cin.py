@@ -1,8 +1,9 @@
 """The CIN methods against onnxruntime on the same pretrained networks, side by side in one run
 (``python scripts/bench_style.py --methods cin arbitrary_cin``).
 
-For each size, every mode of ours and onnxruntime run interleaved, round after round, so both
-see the same machine load; the table reports medians and the median of the per-round ratios.
+For each size, every mode of ours and onnxruntime run interleaved, round after round (the
+platform's round-robin timer, ``normapps.platform.measure.round_robin``), so both see the same
+machine load; the table reports medians and the median of the per-round ratios.
 - ``cin``: the packaged 26-style network (float ONNX) vs our port through ``CINStylizer``.
 - ``arbitrary_cin``: Magenta's int8 transformer (ONNX as shipped) vs our float port through
   ``ArbitraryCINStylizer``, with the same style embedding; the style prediction (once per style)
@@ -18,14 +19,13 @@ import copy
 import ctypes
 import ctypes.util
 import json
-import statistics
-import time
 from typing import Callable
 
 import numpy as np
 import torch
 
 from normapps.data.bundled import skimage_image
+from normapps.platform.measure import duration, num_threads, round_robin
 from normapps.tasks.style_transfer.cin_stylize import ArbitraryCINStylizer, CINStylizer
 from normapps.tasks.style_transfer.onnx_ports import load_magenta, load_multistyle26
 from normapps.weights import locate
@@ -55,27 +55,24 @@ def photo(name: str, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, sync=lambda: None) -> dict[str, list[float]]:
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return times
+def first_calls(fns: dict[str, Callable[[], object]], device=None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each path's first call, timed (oneDNN primitives, compilation) and kept for fidelity."""
+    first, outputs = {}, {}
+    for name, fn in fns.items():
+        with duration(device=device) as call:
+            out = fn()
+        first[name] = call.seconds
+        outputs[name] = out.float().cpu().numpy()[:1] if torch.is_tensor(out) else out
+    return first, outputs
 
 
-def _rows(method: str, size: int, batch: int, allocator: str, times, outputs, ref_name: str,
+def _rows(method: str, size: int, batch: int, allocator: str, timing, outputs, ref_name: str,
           reference: np.ndarray, first_call: dict[str, float]) -> list[dict]:
     rows = []
-    ref_t = times[ref_name]
-    for name, ts in times.items():
-        ratio = statistics.median([r / t for r, t in zip(ref_t, ts)])
+    for name, t in timing.items():
         row = {"method": method, "size": size, "batch": batch, "allocator": allocator, "mode": name,
-               "median_s": round(statistics.median(ts), 4), "images_per_s": round(batch / statistics.median(ts), 2),
-               "speed_vs_onnxruntime": round(ratio, 2),
+               "median_s": round(t.median_s, 4), "images_per_s": round(batch / t.median_s, 2),
+               "speed_vs_onnxruntime": round(t.speedup, 2),
                "psnr_vs_onnxruntime_db": round(psnr(outputs[name], reference), 1) if name != ref_name else None,
                "first_call_s": round(first_call.get(name, 0.0), 1)}
         rows.append(row)
@@ -106,26 +103,18 @@ def bench_cin(sizes, reps, device, *, compile_modes=True, batch=1, threads=1) ->
             pipes = _our_modes(lambda **kw: CINStylizer(copy.deepcopy(net), **kw), device,
                                compile_modes and (allocator[1] or device.type != "cpu"))
             mix = next(iter(pipes.values())).mixture([STYLE_INDEX])
-            fns, first = {}, {}
+            fns = {}
             xt = torch.from_numpy(x).to(device)
-            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             if ort is not None:
                 fns["onnxruntime"] = lambda: ort.run(None, {"image": x[:1], "style_weights": w})[0]
             for name, pipe in pipes.items():
                 params = pipe.style_params(mix)
                 fns[name] = (lambda p=pipe, q=params: p.stylize_with_params(xt, q))
-            outputs = {}
-            for name, fn in fns.items():  # warm-up: oneDNN primitives, compilation
-                t0 = time.perf_counter()
-                out = fn()
-                first[name] = time.perf_counter() - t0
-                outputs[name] = out.float().cpu().numpy()[:1] if torch.is_tensor(out) else out
-            times = interleaved(fns, reps, sync)
-            if ort is None:  # GPU: fidelity against our fp32 run, no onnxruntime timing
-                ref_name = "fp32 channels_last"
-            else:
-                ref_name = "onnxruntime"
-            rows += _rows("cin", size, batch, allocator[0], times, outputs, ref_name, outputs[ref_name], first)
+            first, outputs = first_calls(fns, device)  # also the warm-up
+            # GPU: fidelity against our fp32 run, no onnxruntime timing
+            ref_name = "fp32 channels_last" if ort is None else "onnxruntime"
+            timing = round_robin(fns, rounds=reps, warmup=0, reference=ref_name, device=device)
+            rows += _rows("cin", size, batch, allocator[0], timing, outputs, ref_name, outputs[ref_name], first)
     return rows
 
 
@@ -145,32 +134,27 @@ def bench_arbitrary(sizes, reps, device, *, compile_modes=True, batch=1, threads
             set_malloc(allocator[1])
             pipes = _our_modes(lambda **kw: ArbitraryCINStylizer(copy.deepcopy(net), **kw), device,
                                compile_modes and allocator[1])
-            fns, first, outputs = {}, {}, {}
+            fns = {}
             if size == 384:
                 fns["onnxruntime"] = lambda: transform_ort.run(None, {names[0]: content[None], names[1]: emb})[0][0].transpose(2, 0, 1)[None]
             xt = torch.from_numpy(x).to(device)
             for name, pipe in pipes.items():
                 params = pipe.style_params(torch.from_numpy(emb.reshape(1, 100)))
                 fns[name] = (lambda p=pipe, q=params: p.stylize_with_params(xt, q))
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                out = fn()
-                first[name] = time.perf_counter() - t0
-                outputs[name] = out.float().cpu().numpy()[:1] if torch.is_tensor(out) else out
-            times = interleaved(fns, reps)
+            first, outputs = first_calls(fns, device)  # also the warm-up
             ref_name = "onnxruntime" if size == 384 else "fp32 channels_last"
-            rows += _rows("arbitrary_cin", size, batch, allocator[0], times, outputs, ref_name, outputs[ref_name], first)
+            timing = round_robin(fns, rounds=reps, warmup=0, reference=ref_name, device=device)
+            rows += _rows("arbitrary_cin", size, batch, allocator[0], timing, outputs, ref_name, outputs[ref_name], first)
     # style prediction, once per style image: ours (fp32) vs onnxruntime (int8) at 256
     pipe = ArbitraryCINStylizer(copy.deepcopy(net), precision="fp32", tile_size=0)
     st = torch.from_numpy(style).permute(2, 0, 1)[None].contiguous()
     fns = {"onnxruntime": lambda: predict_ort.run(None, {predict_ort.get_inputs()[0].name: style[None]})[0].reshape(1, 100),
            "fp32": lambda: pipe.encode_style(st).numpy()}
-    outs = {k: f() for k, f in fns.items()}
-    times = interleaved(fns, reps)
-    for name, ts in times.items():
+    outs = {k: f() for k, f in fns.items()}  # also the warm-up
+    timing = round_robin(fns, rounds=reps, warmup=0, reference="onnxruntime")
+    for name, t in timing.items():
         row = {"method": "arbitrary_cin style prediction", "size": 256, "mode": name,
-               "median_s": round(statistics.median(ts), 4),
-               "speed_vs_onnxruntime": round(statistics.median([r / t for r, t in zip(times["onnxruntime"], ts)]), 2),
+               "median_s": round(t.median_s, 4), "speed_vs_onnxruntime": round(t.speedup, 2),
                "embedding_max_abs_diff": float(np.abs(outs[name] - outs["onnxruntime"]).max())}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -204,13 +188,10 @@ def bench_int8_convolutions(size: int, reps: int) -> list[dict]:
 
         with torch.no_grad():
             fns = {"fp32 channels_last": lambda: conv(x), "int8 (quantize + conv + dequantize)": int8_path}
-            for f in fns.values():
-                f()
-            times = interleaved(fns, reps)
-        base = statistics.median(times["fp32 channels_last"])
-        for name, ts in times.items():
-            row = {"int8_kernels": label, "size": hw, "mode": name, "median_ms": round(1000 * statistics.median(ts), 2),
-                   "speed_vs_fp32": round(base / statistics.median(ts), 2)}
+            timing = round_robin(fns, rounds=reps, warmup=1, reference="fp32 channels_last")
+        for name, t in timing.items():
+            row = {"int8_kernels": label, "size": hw, "mode": name, "median_ms": round(t.median_ms, 2),
+                   "speed_vs_fp32": round(t.speedup, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -245,7 +226,12 @@ def figure_panels(result: dict) -> list[dict]:
 
 
 def run(methods, *, sizes, reps, device, compile_modes, batch, threads, int8_kernels) -> dict:
-    torch.set_num_threads(threads)
+    with num_threads(threads):
+        return _run(methods, sizes=sizes, reps=reps, device=device, compile_modes=compile_modes, batch=batch,
+                    threads=threads, int8_kernels=int8_kernels)
+
+
+def _run(methods, *, sizes, reps, device, compile_modes, batch, threads, int8_kernels) -> dict:
     result = {}
     if "cin" in methods:
         result["cin"] = bench_cin(sizes, reps, device, compile_modes=compile_modes, batch=batch, threads=threads)

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from normapps.platform.measure import round_robin
 from normapps.tasks.gan.discriminators import D_NORMS, build_discriminator
 from normapps.tasks.gan.generators import G_NORMS, build_generator
 from normapps.tasks.gan.losses import d_loss, g_loss
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_steps(g, d, *, batch: int, z_dim: int, k: int, device, precision: str):
@@ -54,14 +48,6 @@ def make_steps(g, d, *, batch: int, z_dim: int, k: int, device, precision: str):
     return d_step, g_step
 
 
-def timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -88,19 +74,14 @@ def main() -> None:
                                 channels=3, width=args.d_width).to(device).train()
         steps.append(make_steps(g, d, batch=args.batch, z_dim=z_dim, k=k if cond else 0, device=device,
                                 precision=args.precision))
-    for d_step, g_step in steps:
-        for _ in range(args.warmup):
-            d_step(), g_step()
-    # Round-robin over the configurations, so load that drifts during the run (shared
-    # machines) affects every row alike instead of whichever ran last.
-    times = [([], []) for _ in steps]
-    for _ in range(args.repeats):
-        for (d_step, g_step), (td, tg) in zip(steps, times):
-            td.append(timed(d_step, device))
-            tg.append(timed(g_step, device))
+    # The platform's round-robin timer over every configuration's D and G step (warm-up first,
+    # CUDA synchronized), so load that drifts during the run (shared machines) affects every
+    # row alike instead of whichever ran last.
+    candidates = {(i, part): fn for i, pair in enumerate(steps) for part, fn in zip("dg", pair)}
+    timing = round_robin(candidates, rounds=args.repeats, warmup=args.warmup, device=device)
     rows = []
-    for (axis, name, g_norm, _), (td, tg) in zip(configs, times):
-        md, mg = statistics.median(td), statistics.median(tg)
+    for i, (axis, name, g_norm, _) in enumerate(configs):
+        md, mg = timing[(i, "d")].median_s, timing[(i, "g")].median_s
         rows.append({"varied": axis, "norm": name + (" (+projection D)" if g_norm == "cond_batch" else ""),
                      "d_step_ms": 1000 * md, "d_step_img_s": args.batch / md,
                      "g_step_ms": 1000 * mg, "g_step_img_s": args.batch / mg})

@@ -8,34 +8,29 @@ docs/results.md. Conditional kinds get their condition input; channels_last is m
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from normapps.norm import build_norm
+from normapps.platform.measure import round_robin
 
 
-def fwd_bwd(layer: nn.Module, x: torch.Tensor, extra=()) -> float:
+def fwd_bwd(layer: nn.Module, x: torch.Tensor, extra=()) -> None:
     x.grad = None
-    t0 = time.perf_counter()
     layer(x, *extra).float().square().mean().backward()
-    return time.perf_counter() - t0
 
 
 def time_round_robin(cases, repeats: int) -> list[float]:
-    """Median ms per case; cases are timed in turn each round so drifting load hits all alike."""
-    for _, layer, x, extra in cases:  # warm-up: first calls allocate and pick kernels
+    """Median ms per case (the platform's round-robin timer: 3 warm-up calls each, then every
+    case once per round, so drifting load hits all alike)."""
+    for _, layer, _, _ in cases:
         layer.train()
-        for _ in range(3):
-            fwd_bwd(layer, x, extra)
-    times: list[list[float]] = [[] for _ in cases]
-    for _ in range(repeats):
-        for i, (_, layer, x, extra) in enumerate(cases):
-            times[i].append(fwd_bwd(layer, x, extra))
-    return [1000 * statistics.median(t) for t in times]
+    calls = {i: functools.partial(fwd_bwd, layer, x, extra) for i, (_, layer, x, extra) in enumerate(cases)}
+    timing = round_robin(calls, rounds=repeats, warmup=3)
+    return [timing[i].median_ms for i in calls]
 
 
 def main() -> None:

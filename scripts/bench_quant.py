@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from normapps.data.classification import ClassificationDataModule
 from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import load_module
 from normapps.platform.int8 import set_int8_engine
-from normapps.platform.profiling import measure_latency, state_dict_bytes
+from normapps.platform.measure import Duration, duration
+from normapps.platform.profiling import side_by_side_latency, state_dict_bytes
 from normapps.platform.summary import markdown_table
 from normapps.tasks.quantization import dfq, ptq, zeroq
 from normapps.tasks.quantization.artifact import arch_hparams, load_quantized, save_quantized
@@ -59,13 +59,10 @@ def file_size(state: dict, arch: dict, recipe: dict, image_size: int) -> int:
 
 
 def latencies(models: dict, shape, *, batch_sizes=(1, 64), rounds: int = 5, repeats: int = 5):
-    out = {name: {bs: [] for bs in batch_sizes} for name in models}
-    for _ in range(rounds):
-        for name, fn in models.items():
-            for bs in batch_sizes:
-                x = torch.rand(bs, *shape)
-                out[name][bs].append(1000 * measure_latency(fn, x, warmup=2, repeats=repeats))
-    return {n: {bs: statistics.median(v) for bs, v in d.items()} for n, d in out.items()}
+    """Median ms per model and batch size ``{name: {bs: ms}}``, from the platform's side-by-side
+    (round-robin) latency: every model and batch size timed once per round."""
+    timing = side_by_side_latency(models, shape, batch_sizes=batch_sizes, rounds=rounds, repeats=repeats)
+    return {n: {bs: t[f"latency_ms_bs{bs}"] for bs in batch_sizes} for n, t in timing.items()}
 
 
 def main() -> None:
@@ -92,10 +89,10 @@ def main() -> None:
     test = list(dm.test_dataloader())
     shape = (hp["in_channels"], 32, 32)
     example = torch.zeros(2, *shape)
-    synth_t0 = time.perf_counter()
-    synth = zeroq.synthesize_calibration_data(net, input_shape=shape, num_samples=128, batch_size=64,
-                                              steps=args.zeroq_steps, lr=0.2)
-    synth_s = time.perf_counter() - synth_t0
+    with duration() as synthesis:
+        synth = zeroq.synthesize_calibration_data(net, input_shape=shape, num_samples=128, batch_size=64,
+                                                  steps=args.zeroq_steps, lr=0.2)
+    synth_s = synthesis.seconds
     synth_batches = list(torch.split(synth, 64))
 
     rows, models = [], {}
@@ -110,14 +107,14 @@ def main() -> None:
     q = ptq.quantize_fx(recal, train, example=example, max_batches=8)
     add("int8 ptq (fx, per-channel)", q, q.state_dict(), {"backend": "fx"}, "8 calibration batches")
     if args.pt2e:
-        t0 = time.perf_counter()
+        compile_time = Duration.started()
         prepared, conv = ptq.quantize_pt2e(recal, train, example=example, max_batches=8)
         compiled = ptq.compile_int8(conv)
         with torch.no_grad():
             compiled(torch.rand(64, *shape))
             compiled(torch.rand(1, *shape))
         add("int8 ptq (pt2e + compile)", compiled, prepared.state_dict(), {"backend": "pt2e"},
-            f"file holds float weights + observer ranges; compile {time.perf_counter() - t0:.0f} s")
+            f"file holds float weights + observer ranges; compile {compile_time.stop():.0f} s")
         fc = torch.compile(net)
         with torch.no_grad():
             fc(torch.rand(64, *shape)), fc(torch.rand(1, *shape))

@@ -23,9 +23,8 @@ if os.environ.get("OMP_WAIT_POLICY") is None:  # must be set before the OpenMP r
 import torch
 
 from normapps.platform.checkpoint import load_module
-from normapps.platform.profiling import count_flops, count_parameters
+from normapps.platform.profiling import count_flops, count_parameters, deployment_latency
 from normapps.platform.summary import markdown_table
-from normapps.tasks.slimming.report import deployment_latency
 
 
 def main() -> None:

@@ -6,7 +6,9 @@
     python scripts/bench_style.py --methods cin arbitrary_cin --sizes 384 512 1024 --threads 1
                                    # CIN methods vs onnxruntime on the same pretrained networks
 
-Images/s counts content encode + AdaIN + decode (the style is encoded once, outside the timing,
+All paths at one size are timed interleaved, round after round (the platform's round-robin
+timer, ``normapps.platform.measure.round_robin``); ``speedup_vs_fp32_nchw`` is the median of the
+per-round ratios. Images/s counts content encode + AdaIN + decode (the style is encoded once, outside the timing,
 as in the paper). Fidelity: PSNR of each fast path against fp32 NCHW on the same inputs (peak 1,
 outputs clamped to [0, 1] as saved). Weights are random (He init): speed does not depend on
 them. Training: optimizer steps/s of the task's LightningModule step (batch 4, 128 px crops).
@@ -20,16 +22,18 @@ offline W&B run under the output's folder.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import platform
 import resource
-import statistics
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from normapps.platform.measure import duration, round_robin
 from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.stylize import Stylizer
 from normapps.tasks.style_transfer.vgg import VGGEncoder
@@ -67,11 +71,6 @@ def he_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = torch.mean((a.float() - b.float()) ** 2).item()
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
@@ -88,53 +87,47 @@ def photo(name: str, size: int) -> torch.Tensor:
 
 
 def bench_inference(sizes, batch, reps, device, no_compile=False, arch="vgg16") -> list[dict]:
+    """Every path at one size is timed by the platform's round-robin timer against fp32 NCHW
+    (each path its own copy of the networks: a Stylizer puts them in its memory format)."""
     rows = []
     enc, dec = he_init(VGGEncoder(arch), 0), he_init(Decoder(), 1)
     calibration = [photo(name, 256) for name in CALIBRATION_IMAGES]
-    # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
-    # outputs land mostly inside [0, 1] like a trained one and PSNR is not inflated by clamping.
     for size in sizes:
         content = photo("astronaut", size).expand(batch, -1, -1, -1).contiguous()
         style = photo("gravel", size)
-        ref_out, ref_speed = None, None
+        # A decoder with random weights outputs around 0 with a large spread; rescale its last conv so
+        # outputs land mostly inside [0, 1] like a trained one and PSNR is not inflated by clamping.
+        st = Stylizer(enc, dec, device=device, precision="fp32", channels_last=False, tile_size=0)
+        code = st.encode_style(style)
+        raw = st.decode(st.target(st.encode(content), [code]))
+        with torch.no_grad():
+            last = st.decoder.net[-1]
+            s = 0.25 / raw.std().item()
+            last.weight.mul_(s)
+            last.bias.add_(0.5 - raw.mean().item() * s)
+        calls, first, outputs = {}, {}, {}
         for name, (precision, cl, comp) in MODES.items():
             if (comp and no_compile) or (precision == "int8" and device.type != "cpu"):
                 continue
-            st = Stylizer(enc, dec, device=device, precision=precision, channels_last=cl,
-                          tile_size=0, compile=comp)
+            st = Stylizer(copy.deepcopy(enc), copy.deepcopy(dec), device=device, precision=precision,
+                          channels_last=cl, tile_size=0, compile=comp)
             code = st.encode_style(style)
             if precision == "int8":
-                t0 = time.perf_counter()
-                st.calibrate_int8(calibration, [code])
-                print(json.dumps({"size": size, "int8_calibration_s": round(time.perf_counter() - t0, 1)}))
-            if ref_out is None:  # calibrate output scale once on fp32
-                raw = st.decode(st.target(st.encode(content), [code]))
-                with torch.no_grad():
-                    last = st.decoder.net[-1]
-                    s = 0.25 / raw.std().item()
-                    last.weight.mul_(s)
-                    last.bias.add_(0.5 - raw.mean().item() * s)
-            t0 = time.perf_counter()
-            out = st.stylize(content, [code])  # warm-up (oneDNN primitives; compilation)
-            warmup = time.perf_counter() - t0
-            times = []
-            for _ in range(reps):
-                sync(device)
-                t0 = time.perf_counter()
-                out = st.stylize(content, [code])
-                sync(device)
-                times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
-            ips = batch / med
-            if ref_out is None:
-                ref_out, ref_speed = out.cpu(), ips
-            rows.append({"size": size, "batch": batch, "mode": name, "median_s": round(med, 4),
-                         "images_per_s": round(ips, 3), "speedup_vs_fp32_nchw": round(ips / ref_speed, 2),
-                         "psnr_vs_fp32_db": round(psnr(out.cpu(), ref_out), 1),
-                         "first_call_s": round(warmup, 1)})
+                with duration() as calibrating:
+                    st.calibrate_int8(calibration, [code])
+                print(json.dumps({"size": size, "int8_calibration_s": round(calibrating.seconds, 1)}))
+            calls[name] = functools.partial(st.stylize, content, [code])
+            with duration(device=device) as call:  # warm-up (oneDNN primitives; compilation)
+                outputs[name] = calls[name]().cpu()
+            first[name] = call.seconds
+        timing = round_robin(calls, rounds=reps, warmup=0, reference="fp32 NCHW", device=device)
+        for name, t in timing.items():
+            rows.append({"size": size, "batch": batch, "mode": name, "median_s": round(t.median_s, 4),
+                         "images_per_s": round(batch / t.median_s, 3),
+                         "speedup_vs_fp32_nchw": round(t.speedup, 2),
+                         "psnr_vs_fp32_db": round(psnr(outputs[name], outputs["fp32 NCHW"]), 1),
+                         "first_call_s": round(first[name], 1)})
             print(json.dumps(rows[-1]), flush=True)
-        enc.to(memory_format=torch.contiguous_format)
-        dec.to(memory_format=torch.contiguous_format)
     return rows
 
 
@@ -143,30 +136,31 @@ def bench_training(steps, device) -> list[dict]:
 
     from normapps.tasks.style_transfer.module import StyleTransferModule
 
-    rows = []
     g = torch.Generator().manual_seed(0)
     content, style = torch.rand(4, 3, 128, 128, generator=g), torch.rand(4, 3, 128, 128, generator=g)
-    for name, dtype in (("fp32 channels_last", None), ("bf16 autocast channels_last", torch.bfloat16)):
+
+    def make_step(dtype):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = StyleTransferModule(encoder={"weights": "random"}).to(device)
         opt = torch.optim.Adam(module.decoder.parameters(), lr=1e-4)
-        times = []
-        for i in range(steps + 1):
-            sync(device)
-            t0 = time.perf_counter()
+
+        def step():
             ctx = torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False)
             with ctx:
                 loss = module.losses(content.to(device), style.to(device))[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sync(device)
-            if i:
-                times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        rows.append({"train": name, "batch": 4, "crop": 128, "median_step_s": round(med, 3),
-                     "steps_per_s": round(1 / med, 3)})
+        return step
+
+    steps_by_mode = {name: make_step(dtype) for name, dtype in
+                     (("fp32 channels_last", None), ("bf16 autocast channels_last", torch.bfloat16))}
+    timing = round_robin(steps_by_mode, rounds=steps, warmup=1, device=device)
+    rows = []
+    for name, t in timing.items():
+        rows.append({"train": name, "batch": 4, "crop": 128, "median_step_s": round(t.median_s, 3),
+                     "steps_per_s": round(1 / t.median_s, 3)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -176,11 +170,10 @@ def bench_4096(device, tile_size) -> dict:
     st = Stylizer(enc, dec, device=device, precision="auto", channels_last=True, tile_size=tile_size)
     code = st.encode_style(torch.rand(1, 3, 512, 512))
     content = torch.rand(1, 3, 4096, 4096)
-    t0 = time.perf_counter()
-    out = st.stylize(content, [code], preserve_color=True)
-    seconds = time.perf_counter() - t0
+    with duration(device=device) as run_time:
+        out = st.stylize(content, [code], preserve_color=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-    row = {"size": 4096, "tile_size": tile_size, "seconds": round(seconds, 1),
+    row = {"size": 4096, "tile_size": tile_size, "seconds": round(run_time.seconds, 1),
            "peak_rss_gb": round(peak_gb, 2), "output": list(out.shape)}
     print(json.dumps(row), flush=True)
     return row
