@@ -10,6 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def checkout_env(env: dict | None = None) -> dict:
+    """The environment for running ``scripts/*.py``: they import the installed package (no
+    sys.path edits), and a script's own folder, not the repo root, heads its sys.path; putting
+    this checkout on PYTHONPATH makes that package the code under test also where the venv's
+    editable install points at another checkout."""
+    base = {**os.environ, **(env or {})}
+    base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
+    return base
+
+
 def run_cli(script: str, *overrides: str, timeout: int = 600, check: bool = True,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python <script> <overrides>`` from the repo root; raise with its output on failure."""

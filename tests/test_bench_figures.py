@@ -1,14 +1,13 @@
 """The style benchmarks write their figure beside their results (scripts/bench_style.py, with
 scripts/bench_cin.py for the CIN methods), on tiny settings."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from normapps.weights import status
-from tests.helpers import ROOT, assert_figure
+from tests.helpers import ROOT, assert_figure, checkout_env
 
 HAVE_CIN = all(status(name)[0] for name in ("multistyle26", "magenta_style_predict", "magenta_style_transform"))
 
@@ -16,7 +15,7 @@ HAVE_CIN = all(status(name)[0] for name in ("multistyle26", "magenta_style_predi
 def _bench(*args, check=True):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_style.py"), *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"})
+                          env=checkout_env({"WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}))
     if check and proc.returncode != 0:
         raise AssertionError(f"bench_style {args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

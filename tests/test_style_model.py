@@ -324,8 +324,10 @@ def test_4096_content_stylizes_within_cpu_memory(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "big.json"
+    from tests.helpers import checkout_env
+
     subprocess.run([sys.executable, str(root / "scripts/bench_style.py"), "--4096", "--out", str(out)],
-                   check=True, cwd=root, timeout=3600)
+                   check=True, cwd=root, timeout=3600, env=checkout_env())
     row = json.loads(out.read_text())["large"]
     assert row["output"] == [1, 3, 4096, 4096]
     assert row["peak_rss_gb"] < 16
