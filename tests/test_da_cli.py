@@ -68,6 +68,8 @@ def test_train_all_methods_with_wandb_then_infer(tmp_path):
     assert result["adapt"] == "sar" and result["num_images"] == 24
     assert 0.0 <= result["accuracy"] <= 1.0
     assert len(_rows(out / "predictions.csv")) == 24
+    # the one predictions.csv schema every classifier infer writes (platform.predict)
+    assert list(_rows(out / "predictions.csv")[0]) == ["path", "prediction", "confidence", "label"]
 
 
 def test_released_data_continual_stream_on_bn_and_gn_models(tmp_path):

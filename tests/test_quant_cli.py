@@ -51,6 +51,7 @@ def test_train_qat_then_infer_then_dfq_from_source_ckpt(tmp_path):
     assert result["num_images"] == 20 and 0.0 <= result["accuracy"] <= 1.0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 20 and {"path", "prediction", "label", "confidence"} <= set(rows[0])
+    assert list(rows[0]) == ["path", "prediction", "confidence", "label"]  # the one schema (platform.predict)
 
     source = next((run / "checkpoints" / "train").glob("best*.ckpt"))
     run2 = tmp_path / "dfq"

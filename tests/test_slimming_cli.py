@@ -61,7 +61,9 @@ def test_train_then_infer_pruned_checkpoint(tmp_path):
     assert result["bn_widths"] == summary["pruning"]["widths_after"]
     assert result["image_size"] == 16
     with open(out / "predictions.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 30
+        reader = csv.DictReader(fh)
+        assert len(list(reader)) == 30
+        assert reader.fieldnames == ["path", "prediction", "confidence", "label"]  # the one schema
 
 
 @pytest.mark.parametrize("key,value", [("ratio", 1.5), ("s", -1.0), ("min_channels", 0)])
