@@ -59,10 +59,11 @@ def file_size(state: dict, arch: dict, recipe: dict, image_size: int) -> int:
 
 
 def latencies(models: dict, shape, *, batch_sizes=(1, 64), rounds: int = 5, repeats: int = 5):
-    """Median ms per model and batch size ``{name: {bs: ms}}``, from the platform's side-by-side
-    (round-robin) latency: every model and batch size timed once per round."""
-    timing = side_by_side_latency(models, shape, batch_sizes=batch_sizes, rounds=rounds, repeats=repeats)
-    return {n: {bs: t[f"latency_ms_bs{bs}"] for bs in batch_sizes} for n, t in timing.items()}
+    """``{name: {"latency_ms_bs<b>": ms, "speedup_bs<b>": x}}`` from the platform's side-by-side
+    (round-robin) latency: every model and batch size timed once per round; speedups are the
+    median over rounds of fp32's time over the model's."""
+    return side_by_side_latency(models, shape, batch_sizes=batch_sizes, rounds=rounds, repeats=repeats,
+                                reference="fp32")
 
 
 def main() -> None:
@@ -132,10 +133,9 @@ def main() -> None:
     add("int8 dfq (fx, per-channel)", dq, dq.state_dict(), {"backend": "fx", "folded": True}, "no data")
 
     lat = latencies(models, shape, rounds=args.rounds)
-    fp = lat["fp32"]
     for r in rows:
-        r["ms_bs1"], r["ms_bs64"] = lat[r["model"]][1], lat[r["model"]][64]
-        r["speedup_bs64"] = fp[64] / r["ms_bs64"]
+        t = lat[r["model"]]
+        r["ms_bs1"], r["ms_bs64"], r["speedup_bs64"] = t["latency_ms_bs1"], t["latency_ms_bs64"], t["speedup_bs64"]
         r["size_ratio"] = rows[0]["size_bytes"] / r["size_bytes"]
 
     # ---- data-free showcase: same function, per-channel ranges spread over 10^(2*spread)

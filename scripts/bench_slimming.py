@@ -54,14 +54,11 @@ def main() -> None:
     for threads in args.threads:
         timing = deployment_latency(models, shape, batch_sizes=args.batch_sizes, rounds=args.rounds,
                                     repeats=args.repeats, threads=threads,
-                                    channels_last={"best": None, "nchw": False, "channels_last": True}[args.format])
-        ref = next(iter(timing))
+                                    channels_last={"best": None, "nchw": False, "channels_last": True}[args.format],
+                                    reference=next(iter(models)))  # speedup_bs<b>: median of per-round ratios
         for stage, t in timing.items():
-            row = {"threads": threads, "stage": stage, "params": count_parameters(models[stage]),
-                   "flops": count_flops(models[stage], torch.randn(1, *shape)), **t}
-            for b in args.batch_sizes:
-                row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / t[f"latency_ms_bs{b}"]
-            rows.append(row)
+            rows.append({"threads": threads, "stage": stage, "params": count_parameters(models[stage]),
+                         "flops": count_flops(models[stage], torch.randn(1, *shape)), **t})
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {args.run_dir}: median of {args.rounds} rounds x {args.repeats} calls, "
           f"{os.cpu_count()} CPUs, load average {load:.1f}, torch {torch.__version__}")

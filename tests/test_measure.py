@@ -163,3 +163,19 @@ def test_accuracy_restores_the_module_mode_and_can_run_a_model_as_given():
     assert accuracy(lambda t: seen.append(t) or net.eval()(t), batches, eval_mode=False) == 2 / 3
     with pytest.raises(ValueError, match="at least one labelled batch"):
         accuracy(net, [])
+
+
+def test_round_ratio_pairs_rounds_and_latency_tables_report_it_against_a_reference():
+    from normapps.platform import profiling
+    from normapps.platform.measure import Timing, round_ratio
+
+    assert round_ratio(Timing(samples=(1.0, 3.0, 3.0)), Timing(samples=(2.0, 1.0, 4.0))) == 0.75
+    with pytest.raises(ValueError, match="sample counts differ"):
+        round_ratio(Timing(samples=(1.0,)), Timing(samples=(1.0, 2.0)))
+    conv = lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).eval()  # noqa: E731
+    models = {"a": conv(), "b": conv()}
+    out = profiling.deployment_latency(models, (1, 6, 6), batch_sizes=(1,), rounds=2, repeats=1, reference="a")
+    assert out["a"]["speedup_bs1"] == 1.0 and out["b"]["speedup_bs1"] > 0
+    assert out["b"]["latency_format_bs1"] in ("nchw", "channels_last")
+    with pytest.raises(ValueError, match="reference 'c'"):
+        profiling.side_by_side_latency(models, (1, 6, 6), reference="c")

@@ -114,6 +114,16 @@ class Timing:
         return statistics.median(self.ratios) if self.ratios else None
 
 
+def round_ratio(reference: Timing, candidate: Timing) -> float:
+    """Median over rounds of the reference's seconds over the candidate's (> 1: the candidate
+    is faster), for two candidates of the same :func:`round_robin` (their samples pair up by
+    round)."""
+    if len(reference.samples) != len(candidate.samples):
+        raise ValueError("round_ratio pairs rounds of one round_robin: the sample counts differ "
+                         f"({len(reference.samples)} vs {len(candidate.samples)})")
+    return statistics.median(r / t if t > 0 else float("inf") for r, t in zip(reference.samples, candidate.samples))
+
+
 def round_robin(
     candidates: Mapping[Hashable, Callable[[], Any]],
     *,

@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from normapps.platform.measure import round_robin
+from normapps.platform.measure import Timing, round_ratio, round_robin
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -74,26 +74,9 @@ def latency_table(
     return out
 
 
-def side_by_side_latency(
-    models: Mapping[str, nn.Module],
-    input_shape: Sequence[int],
-    *,
-    batch_sizes: Sequence[int] = (1, 64),
-    device: torch.device | str = "cpu",
-    rounds: int = 5,
-    repeats: int = 5,
-    prefix: str = "latency_ms",
-    threads: int | None = None,
-    channels_last: bool | Mapping[str, bool] = False,
-) -> dict[str, dict[str, float]]:
-    """``{model name: {f"{prefix}_bs{b}": median ms}}``: every (batch size, model) pair is one
-    candidate of the platform's :func:`~normapps.platform.measure.round_robin` (one warm-up
-    call each, then ``rounds`` rounds of ``repeats`` calls, CUDA synchronized), so all models
-    see the same load.
-
-    ``threads`` sets torch's intra-op threads for the measurement only; ``channels_last`` runs
-    models and inputs in NHWC (a bool for all models, or one per model name).
-    """
+def _round_robin_models(models, input_shape, *, batch_sizes, device, rounds, repeats, threads,
+                        channels_last) -> dict[tuple[str, int], Timing]:
+    """One round-robin over every (model, batch size) pair: ``{(name, batch): Timing}``."""
     device = torch.device(device)
     if rounds < 1 or repeats < 1:
         raise ValueError(f"latency rounds and repeats must be >= 1, got {rounds}, {repeats}")
@@ -111,9 +94,44 @@ def side_by_side_latency(
     candidates = {(name, b): functools.partial(model, examples[(b, fmt[name])])
                   for b in batch_sizes for name, model in placed.items()}
     with torch.inference_mode():
-        timing = round_robin(candidates, rounds=rounds, repeats=repeats, warmup=1, threads=threads,
-                             device=device)
-    return {n: {f"{prefix}_bs{b}": timing[(n, b)].median_ms for b in batch_sizes} for n in models}
+        return round_robin(candidates, rounds=rounds, repeats=repeats, warmup=1, threads=threads, device=device)
+
+
+def _check_reference(reference: str | None, models: Mapping) -> None:
+    if reference is not None and reference not in models:
+        raise ValueError(f"latency reference {reference!r} is not one of the timed models ({list(models)})")
+
+
+def side_by_side_latency(
+    models: Mapping[str, nn.Module],
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: torch.device | str = "cpu",
+    rounds: int = 5,
+    repeats: int = 5,
+    prefix: str = "latency_ms",
+    threads: int | None = None,
+    channels_last: bool | Mapping[str, bool] = False,
+    reference: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """``{model name: {f"{prefix}_bs{b}": median ms}}``: every (batch size, model) pair is one
+    candidate of the platform's :func:`~normapps.platform.measure.round_robin` (one warm-up
+    call each, then ``rounds`` rounds of ``repeats`` calls, CUDA synchronized), so all models
+    see the same load. With ``reference`` (a model's name) each row also gets
+    ``speedup_bs{b}``: the median over rounds of the reference's time over this model's.
+
+    ``threads`` sets torch's intra-op threads for the measurement only; ``channels_last`` runs
+    models and inputs in NHWC (a bool for all models, or one per model name).
+    """
+    _check_reference(reference, models)
+    timing = _round_robin_models(models, input_shape, batch_sizes=batch_sizes, device=device, rounds=rounds,
+                                 repeats=repeats, threads=threads, channels_last=channels_last)
+    out = {n: {f"{prefix}_bs{b}": timing[(n, b)].median_ms for b in batch_sizes} for n in models}
+    if reference is not None:
+        for n, row in out.items():
+            row.update({f"speedup_bs{b}": round_ratio(timing[(reference, b)], timing[(n, b)]) for b in batch_sizes})
+    return out
 
 
 def deployable(model: nn.Module) -> nn.Module:
@@ -131,17 +149,25 @@ def deployment_latency(
     channels_last: bool | None | Mapping[str, bool | None] = None,
     prefix: str = "latency_ms",
     fold: bool | Mapping[str, bool] = True,
-    **kw,
+    batch_sizes: Sequence[int] = (1, 64),
+    device: torch.device | str = "cpu",
+    rounds: int = 5,
+    repeats: int = 5,
+    threads: int | None = None,
+    reference: str | None = None,
 ) -> dict[str, dict[str, float | str]]:
     """Latency of each model's deployable (BN-folded) form. ``channels_last=None`` times NCHW
     and NHWC side by side and keeps the faster per model and batch size, naming it in
     ``latency_format_bs<b>`` (on CPU, oneDNN's best layout depends on the widths and the batch);
     True/False fixes the layout. ``fold=False`` times the models as given (e.g. int8 graphs,
     whose BN is already folded); for those only the input's layout changes. Both options also
-    take a mapping per model name."""
+    take a mapping per model name. All variants run in one round-robin; with ``reference`` each
+    row gets ``speedup_bs{b}``, the median over rounds of the reference's time (in its kept
+    layout) over this model's (in its kept layout)."""
     def per(option, name):
         return option.get(name) if isinstance(option, Mapping) else option
 
+    _check_reference(reference, models)
     folded = {n: deployable(m) if per(fold, n) else m for n, m in models.items()}
     layouts = {n: [False, True] if per(channels_last, n) is None else [bool(per(channels_last, n))]
                for n in folded}
@@ -151,14 +177,21 @@ def deployment_latency(
             key = f"{n}@{'channels_last' if cl else 'nchw'}"
             variants[key] = m if (len(layouts[n]) == 1 or not isinstance(m, nn.Module)) else copy.deepcopy(m)
             flags[key] = cl
-    timing = side_by_side_latency(variants, input_shape, channels_last=flags, prefix=prefix, **kw)
+    timing = _round_robin_models(variants, input_shape, batch_sizes=batch_sizes, device=device, rounds=rounds,
+                                 repeats=repeats, threads=threads, channels_last=flags)
+    kept: dict[tuple[str, int], tuple[Timing, bool]] = {}
+    for n in folded:
+        for b in batch_sizes:
+            kept[(n, b)] = min(((timing[(f"{n}@{'channels_last' if cl else 'nchw'}", b)], cl) for cl in layouts[n]),
+                               key=lambda tc: tc[0].median_s)
     out: dict[str, dict[str, float | str]] = {}
     for n in folded:
         row: dict[str, float | str] = {}
-        for b in kw.get("batch_sizes", (1, 64)):
-            best = min((timing[f"{n}@{'channels_last' if cl else 'nchw'}"][f"{prefix}_bs{b}"], cl)
-                       for cl in layouts[n])
-            row[f"{prefix}_bs{b}"] = best[0]
-            row[f"latency_format_bs{b}"] = "channels_last" if best[1] else "nchw"
+        for b in batch_sizes:
+            t, cl = kept[(n, b)]
+            row[f"{prefix}_bs{b}"] = t.median_ms
+            row[f"latency_format_bs{b}"] = "channels_last" if cl else "nchw"
+        if reference is not None:
+            row.update({f"speedup_bs{b}": round_ratio(kept[(reference, b)][0], kept[(n, b)][0]) for b in batch_sizes})
         out[n] = row
     return out

@@ -197,10 +197,12 @@ def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float]
                input_shape: tuple[int, ...], opts: dict[str, Any]) -> list[dict[str, Any]]:
     example = torch.randn(1, *input_shape)
     # The deployable model (BN folded) in the layout that measured fastest (or the forced one).
+    # speedup_bs<b>: median over rounds of the first stage's time over this stage's.
+    ref = next(iter(snapshots))
     timing = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
                                 rounds=opts["latency_rounds"], repeats=opts["latency_repeats"],
                                 threads=opts["latency_threads"],
-                                channels_last=opts["latency_channels_last"])
+                                channels_last=opts["latency_channels_last"], reference=ref)
     gpu = {}
     if torch.cuda.is_available():
         gpu = deployment_latency(snapshots, input_shape, batch_sizes=opts["latency_batch_sizes"],
@@ -208,15 +210,12 @@ def stage_rows(snapshots: dict[str, torch.nn.Module], accuracy: dict[str, float]
                                  repeats=opts["latency_repeats"],
                                  channels_last=opts["latency_channels_last"], prefix="gpu_latency_ms")
         gpu = {n: {k: v for k, v in row.items() if k.startswith("gpu_")} for n, row in gpu.items()}
-    ref = next(iter(snapshots))
     channels = {stage: sum(bn.num_features for _, bn in prunable_bns(net)) for stage, net in snapshots.items()}
     rows = []
     for stage, net in snapshots.items():
         row: dict[str, Any] = {"stage": stage, "test_acc": accuracy[stage],
                                "channels_kept": channels[stage] / channels[ref], **model_cost(net, example),
                                "latency_model": "bn-folded", **timing[stage], **gpu.get(stage, {})}
-        for b in opts["latency_batch_sizes"]:
-            row[f"speedup_bs{b}"] = timing[ref][f"latency_ms_bs{b}"] / timing[stage][f"latency_ms_bs{b}"]
         rows.append(row)
     return rows
 
