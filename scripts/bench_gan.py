@@ -1,6 +1,6 @@
 """Generator and discriminator training-step throughput per normalization.
 
-    python scripts/bench_gan.py [--device cpu|cuda] [--arch resnet] [--batch 64] [--repeats 10]
+    python scripts/bench_gan.py [--device auto|cpu|cuda] [--arch resnet] [--batch 64] [--repeats 10]
 
 A D step is what GANModule does per real batch (G forward without grad, D on real and fake,
 backward, Adam step); a G step is G forward, D forward, backward through both, Adam step on G.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from normapps.platform.inference import resolve_device
 from normapps.platform.measure import round_robin
 from normapps.tasks.gan.discriminators import D_NORMS, build_discriminator
 from normapps.tasks.gan.generators import G_NORMS, build_generator
@@ -50,7 +51,7 @@ def make_steps(g, d, *, batch: int, z_dim: int, k: int, device, precision: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:<index>")
     ap.add_argument("--arch", default="resnet", choices=["resnet", "dcgan"])
     ap.add_argument("--g-width", type=int, default=256)
     ap.add_argument("--d-width", type=int, default=128)
@@ -61,7 +62,10 @@ def main() -> None:
     ap.add_argument("--precision", default="32", choices=["32", "bf16"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)  # the platform's device choice (infer.py's too)
+    except ValueError as err:
+        ap.error(str(err))
     z_dim, k = 128, 10
     configs = [("d_norm", n, "batch", n) for n in D_NORMS] + [("g_norm", n, n, "spectral") for n in G_NORMS]
     steps = []

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from normapps.platform.inference import resolve_device
 from normapps.platform.measure import duration, round_robin
 from normapps.tasks.style_transfer.decoder import Decoder
 from normapps.tasks.style_transfer.stylize import Stylizer
@@ -245,7 +246,10 @@ def main() -> None:
     args = p.parse_args()
     if args.wandb and not args.out:
         p.error("--wandb logs the figure written beside --out: give --out results.json too")
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)  # the platform's device choice (infer.py's too)
+    except ValueError as err:
+        p.error(str(err))
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
