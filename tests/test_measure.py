@@ -179,3 +179,16 @@ def test_round_ratio_pairs_rounds_and_latency_tables_report_it_against_a_referen
     assert out["b"]["latency_format_bs1"] in ("nchw", "channels_last")
     with pytest.raises(ValueError, match="reference 'c'"):
         profiling.side_by_side_latency(models, (1, 6, 6), reference="c")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_timed_block_includes_the_kernels():
+    """Without synchronization a CUDA matmul returns at launch; synchronized, its time shows."""
+    x = torch.randn(4096, 4096, device="cuda")
+    timing = round_robin({"mm": lambda: x @ x, "noop": lambda: None}, rounds=5, warmup=2, device=x.device,
+                         reference="noop")
+    assert timing["mm"].median_s > 10 * timing["noop"].median_s
+    with duration(device=x.device) as run:
+        for _ in range(10):
+            x @ x
+    assert run.seconds >= 5 * timing["mm"].median_s
