@@ -147,6 +147,7 @@ def test_a_started_duration_stops_once():
     assert run.stop() == 2.0
     clock.now += 5.0
     assert run.stop() == 2.0 and run.seconds == 2.0
+    assert run.rate(3) == 1.5 and measure.Duration.started(clock=clock).rate(3) is None  # no time: no rate
 
 
 def test_accuracy_restores_the_module_mode_and_can_run_a_model_as_given():

@@ -1,1 +1,1 @@
-"""The train/infer platform shared by every task: run context, checkpoints, logging, profiling."""
+"""The train/infer platform shared by every task: run context, checkpoints, logging, measurement (timers, accuracy, predictions, tables), profiling."""

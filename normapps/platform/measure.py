@@ -78,6 +78,12 @@ class Duration:
     def elapsed(self) -> float:
         return self.clock() - self.start if self.seconds is None else self.seconds
 
+    def rate(self, count: int | float, *, digits: int = 3) -> float | None:
+        """``count`` per second of the stopped run (images/s of an infer), rounded; None when
+        no time was measured (an empty run)."""
+        seconds = self.stop()
+        return round(count / seconds, digits) if seconds > 0 else None
+
 
 @contextlib.contextmanager
 def duration(*, device: torch.device | str | None = None, clock: Clock = time.perf_counter) -> Iterator[Duration]:

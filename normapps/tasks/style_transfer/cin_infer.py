@@ -243,5 +243,5 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "styles": opts["labels"],
         "precision": pipe.precision_name,
         "seconds": round(seconds, 3),
-        "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
+        "images_per_s": run_time.rate(n_images),
     }

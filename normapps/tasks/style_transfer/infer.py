@@ -338,5 +338,5 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "precision": stylizer.precision_name,
         "int8_calibration_s": calibration_s,
         "seconds": round(seconds, 3),
-        "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
+        "images_per_s": run_time.rate(n_images),
     }
