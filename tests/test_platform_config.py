@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 CONF = ROOT / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-INFER_TASKS = sorted(p.stem for p in (CONF / "infer" / "task").glob("*.yaml"))
+INFER_TASKS = sorted(p.stem for p in (CONF / "task" / "infer").glob("*.yaml"))
 
 
 def _compose(config_dir: Path, name: str, overrides: list[str]):
@@ -43,7 +43,7 @@ def test_every_experiment_composes(experiment):
 
 @pytest.mark.parametrize("task", INFER_TASKS)
 def test_every_infer_config_composes(task):
-    cfg = _compose(CONF / "infer", "infer", [f"task={task}", "output_dir=/tmp/x"])
+    cfg = _compose(CONF, "infer", [f"task={task}", "output_dir=/tmp/x"])
     assert cfg.task.name == task and cfg.task.runner
 
 

@@ -16,8 +16,8 @@ from normapps.platform.options import OptionError, as_bool, as_float, as_int, as
 from normapps.platform.summary import write_summary
 
 INFERENCE_FILE = "inference.json"
-# infer.py's config root (infer.py runs Hydra with config_path="conf/infer").
-INFER_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "infer"
+# Each task's inference options (infer.py composes conf/infer.yaml + conf/task/infer/<task>.yaml).
+INFER_TASK_DIR = Path(__file__).resolve().parents[2] / "conf" / "task" / "infer"
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
 
 
 def declared_options(task: str) -> dict[str, Any]:
-    """The options ``conf/infer/task/<task>.yaml`` declares, with their defaults."""
-    path = INFER_CONFIG_DIR / "task" / f"{task}.yaml"
+    """The options ``conf/task/infer/<task>.yaml`` declares, with their defaults."""
+    path = INFER_TASK_DIR / f"{task}.yaml"
     if not path.is_file():
         return {}
     declared = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
