@@ -337,14 +337,15 @@ TRAIN_WORKS = {
     "trainer.default_root_dir": {"out_of_range", "wrong_type", "nan"},
     "data.root": {"out_of_range", "wrong_type", "nan"},
     # Cache folders, created on first use.
-    "metrics.local_cache": {"out_of_range", "wrong_type", "nan"},
+    "gan.metrics.local_cache": {"out_of_range", "wrong_type", "nan"},
+    "metrics.local_cache": {"out_of_range", "wrong_type", "nan"},  # its deprecated name
     "model.local_feature_cache": {"out_of_range", "wrong_type", "nan"},
     "gan.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
     "model.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
     # The input prior's mean may be any finite number.
     "quant.zeroq.prior_mean": {"out_of_range"},
 }
-# Task-level keys each task declares (conf/task/<task>.yaml), besides its data/model/trainer.
+# Task-level keys each task declares (conf/task/train/<task>.yaml), besides its data/model/trainer.
 TASK_KEY_SKIP = {"defaults", "task", "data", "model", "trainer", "test"}
 
 

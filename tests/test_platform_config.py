@@ -83,5 +83,5 @@ def test_the_gan_monitor_follows_the_inception_weights_in_the_config(tmp_path):
     plain = compose_train(["task=gan"], tmp_path / "a")
     assert OmegaConf.select(plain, "task.monitor") == "val/fid_local"
     assert plain.callbacks.model_checkpoint.monitor == "val/fid_local"
-    fid = compose_train(["task=gan", f"metrics.inception_weights={weights}"], tmp_path / "b")
+    fid = compose_train(["task=gan", f"gan.metrics.inception_weights={weights}"], tmp_path / "b")
     assert fid.task.monitor == "val/fid" and fid.callbacks.model_checkpoint.monitor == "val/fid"

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from normapps.platform.checkpoint import import_object
+from normapps.platform.config_keys import migrate_deprecated_keys
 from normapps.platform.options import OptionError, as_bool, as_float, as_int, as_text, seed_option
 from normapps.platform.summary import write_summary
 
@@ -61,6 +62,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     """Check the common options (output_dir, device, seed), then call the task's runner as
     ``runner(cfg, device, output_dir) -> dict``; the returned dict is written to
     ``<output_dir>/inference.json``, and no other file in ``output_dir`` is touched."""
+    migrate_deprecated_keys(cfg)
     check_declared_types(cfg, declared_options(cfg.task.name))
     output_dir = prepare_output_dir(cfg.get("output_dir"))
     device = resolve_device(cfg.get("device"))

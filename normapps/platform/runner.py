@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normapps.platform.callbacks import LastCheckpoint, TrainingInterrupted, model_checkpoint
 from normapps.platform.checkpoint import import_object
+from normapps.platform.config_keys import migrate_deprecated_keys
 from normapps.platform.context import RunContext
 from normapps.platform.logging import finish_loggers
 from normapps.platform.preflight import preflight
@@ -27,10 +28,14 @@ DEFAULT_RUNNER = "normapps.platform.runner.fit_and_test"
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured task and write ``summary.json`` into the run directory.
 
+    Deprecated key names are moved to their new names first (with a warning), so the checks,
+    the runner and the run's ``config.yaml`` see only the new names.
+
     The summary is written before the loggers are finished, and a logger failing there only
     warns. A run stopped by SIGTERM/SIGINT (after writing last.ckpt) exits with 128 + the
     signal number and says how to resume; it writes no summary, since it has no final result.
     """
+    migrate_deprecated_keys(cfg)
     preflight(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     ctx = RunContext.create(cfg)

@@ -38,16 +38,18 @@ MODES = ("ptq", "qat", "dfq", "zeroq")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every mode/quant.* option, before any work (train.py's preflight calls it as
+    """Every quant.* option, before any work (train.py's preflight calls it as
     ``task.validate``; errors name the key)."""
-    mode, q = cfg.get("mode"), cfg.quant
+    q = cfg.quant
+    mode = q.get("mode")
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ValueError(f"quant.mode must be one of {', '.join(MODES)}, got {mode!r}")
     if q.backend not in ptq.BACKENDS:
         raise ValueError(f"quant.backend must be one of {', '.join(ptq.BACKENDS)}, got {q.backend!r}")
     as_bool("quant.per_channel", q.get("per_channel", True))
     if q.backend == "pt2e" and mode not in ("ptq", "qat"):
-        raise ValueError(f"quant.backend=pt2e is for mode=ptq or mode=qat; mode={mode} uses the fx backend")
+        raise ValueError(f"quant.backend=pt2e is for quant.mode=ptq or quant.mode=qat; quant.mode={mode} "
+                         "uses the fx backend")
     if q.backend == "pt2e" and not q.per_channel:
         raise ValueError("quant.backend=pt2e quantizes weights per channel only; use quant.backend=fx "
                          "with quant.per_channel=false")
@@ -209,7 +211,7 @@ def _int8_name(mode: str, q: DictConfig) -> str:
 
 def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     validate(cfg)
-    q, mode = cfg.quant, cfg.mode
+    q, mode = cfg.quant, cfg.quant.mode
     set_int8_engine()
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")
