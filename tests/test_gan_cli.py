@@ -5,6 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from normapps.platform.checkpoint import safe_load
 from normapps.tasks.gan.runner import g_step_budget, trainer_overrides
 from tests.helpers import infer, run_cli, train
 
@@ -31,6 +32,7 @@ def first_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gan_run")
     # Every gan.* recipe option at once, through the config: SN + self-attention in G, R1,
     # DiffAugment, intra-class FID, FID against cached training statistics, G batch size.
+    # max_g_steps: the deprecated name of gan.max_g_steps, still accepted.
     summary = train(run, *TINY, *FEATURES, f"gan.fid_stats_cache={run / 'fid_stats'}", "max_g_steps=2", env=ENV)
     return run, summary
 
@@ -51,6 +53,19 @@ def test_train_two_g_steps(first_run):
     assert summary["outputs"]["run_dir"] == str(run)
     assert list((run / "images").glob("val_samples_*.png"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_config_yaml_is_what_the_run_used(first_run):
+    """config.yaml holds the new names (the old max_g_steps=2 moved to gan.max_g_steps), and
+    the checkpoint monitor it records is the one the run's ModelCheckpoint used."""
+    run, summary = first_run
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.gan.max_g_steps == 2 == saved.model.max_g_steps == summary["g_steps"]
+    assert "max_g_steps" not in saved and "metrics" not in saved and "n_dis" not in saved
+    assert saved.task.monitor == saved.callbacks.model_checkpoint.monitor == "val/fid_local"
+    ckpt = safe_load(run / "checkpoints" / "last.ckpt")
+    used = [state["monitor"] for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert used == [saved.task.monitor]
 
 
 def test_infer_samples_label_and_interpolation(first_run, tmp_path):

@@ -40,6 +40,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     ctx = RunContext.create(cfg)
     (ctx.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # config.yaml is the run's record: from here on nothing may change the config (a runner
+    # derives what it needs, e.g. the GAN's trainer budget, into its own arguments).
+    OmegaConf.set_readonly(cfg, True)
     runner = import_object(cfg.task.get("runner") or DEFAULT_RUNNER)
     try:
         result = runner(cfg, ctx)
