@@ -36,9 +36,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     signal number and says how to resume; it writes no summary, since it has no final result.
     """
     migrate_deprecated_keys(cfg)
-    preflight(cfg)
+    options = preflight(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    ctx = RunContext.create(cfg)
+    ctx = RunContext.create(cfg, options=options)
     (ctx.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     # config.yaml is the run's record: from here on nothing may change the config (a runner
     # derives what it needs, e.g. the GAN's trainer budget, into its own arguments).

@@ -10,13 +10,14 @@ before any work, naming the key to use instead.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from normapps.platform.config_keys import explicit_overrides
 from normapps.platform.context import RunContext
-from normapps.platform.options import int_option, text_option
+from normapps.platform.options import TaskOptions, int_option, text_option
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,23 @@ def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
     return {"max_g_steps": derived, "from": source}
 
 
-def validate(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class GanOptions(TaskOptions):
+    """The run-level GAN options (``gan.*`` besides the module's own), checked together."""
+    max_g_steps: int
+    n_dis: int
+    eval_every_g_steps: int
+    # Overrides the user typed (new names), for the trainer budget and cadence rules.
+    explicit: Mapping[str, Any]
+
+
+def validate(cfg: DictConfig) -> GanOptions:
     """train.py's preflight hook (``task.validate``): the run-level GAN options (the model's and
     data's keys, gan.* included, are checked by GANModule.check_args / GANDataModule.check_args),
     and trainer budgets or cadences that cannot be honoured, before any work."""
     n_dis = int_option(cfg, "gan.n_dis", min=1)
     max_g_steps = int_option(cfg, "gan.max_g_steps", min=1)
-    int_option(cfg, "gan.eval_every_g_steps", min=1)
+    eval_every = int_option(cfg, "gan.eval_every_g_steps", min=1)
     metrics = OmegaConf.select(cfg, "gan.metrics") or {}
     if "num_samples" in metrics:
         int_option(cfg, "gan.metrics.num_samples", min=2)
@@ -90,16 +101,19 @@ def validate(cfg: DictConfig) -> None:
     for key in ("gan.metrics.inception_weights", "gan.metrics.local_cache", "gan.fid_stats_cache"):
         if OmegaConf.select(cfg, key, default=None) is not None:
             text_option(cfg, key)
-    g_step_budget(max_g_steps=max_g_steps, n_dis=n_dis, explicit=explicit_overrides(), batches_per_epoch=None)
+    explicit = explicit_overrides()
+    g_step_budget(max_g_steps=max_g_steps, n_dis=n_dis, explicit=explicit, batches_per_epoch=None)
+    return GanOptions(max_g_steps=max_g_steps, n_dis=n_dis, eval_every_g_steps=eval_every,
+                      explicit=dict(explicit))
 
 
 def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    explicit = explicit_overrides()
+    # Checked once in train.py's preflight (cadence and contradictions refused before the data is
+    # read); a runner called without it checks now.
+    opts = ctx.task_options(validate, GanOptions)
+    explicit = opts.explicit
+    # The module's own n_dis / max_g_steps (model.* follow gan.* unless set themselves).
     n_dis = int(cfg.model.n_dis)
-    # Cadence and contradictions are refused before the data is read (again here for runs
-    # that do not come through train.py's preflight).
-    g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
-                  batches_per_epoch=None)
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")  # folder datasets learn their class count here
     budget = g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
@@ -109,7 +123,7 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     module = ctx.build_module(num_classes=datamodule.num_classes, max_g_steps=budget["max_g_steps"])
     hp = module.hparams
     overrides = trainer_overrides(max_g_steps=hp.max_g_steps, n_dis=hp.n_dis,
-                                  eval_every_g_steps=cfg.gan.eval_every_g_steps)
+                                  eval_every_g_steps=opts.eval_every_g_steps)
     if "trainer.max_epochs" in explicit:
         overrides["max_epochs"] = int(explicit["trainer.max_epochs"])
     if "trainer.num_sanity_val_steps" in explicit:
