@@ -82,3 +82,10 @@ def test_no_config_still_declares_an_old_name_outside_its_placeholder():
         declared = OmegaConf.to_container(OmegaConf.load(path))
         for old in DEPRECATED_KEYS:
             assert OmegaConf.select(OmegaConf.create(declared), old, default=None) is None, (path, old)
+
+
+def test_domain_adaptation_flat_names_move_through_the_same_table(tmp_path):
+    cfg = compose_train(["task=domain_adaptation", "adapt.mode=episodic", "adapt.dsbn_lr=0.1"], tmp_path)
+    assert sorted(migrate_deprecated_keys(cfg)) == ["adapt.dsbn_lr", "adapt.mode"]
+    assert cfg.adapt.tent.mode == "episodic" and cfg.adapt.dsbn.lr == 0.1
+    assert "mode" not in cfg.adapt and "dsbn_lr" not in cfg.adapt and "extra_sources" not in cfg.adapt

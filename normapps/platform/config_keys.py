@@ -28,6 +28,19 @@ DEPRECATED_KEYS: dict[str, str] = {
     "metrics.local_cache": "gan.metrics.local_cache",
     "metrics.local_steps": "gan.metrics.local_steps",
     "mode": "quant.mode",
+    # Domain adaptation's flat adapt.* names (the release before adapt.<method>.*).
+    "adapt.alpha": "adapt.adabn.alpha",
+    "adapt.lr": "adapt.tent.lr",
+    "adapt.steps": "adapt.tent.steps",
+    "adapt.mode": "adapt.tent.mode",
+    "adapt.reset_every": "adapt.tent.reset_every",
+    "adapt.threshold": "adapt.dsbn.threshold",
+    "adapt.stage1_epochs": "adapt.dsbn.stage1_epochs",
+    "adapt.stage2_epochs": "adapt.dsbn.stage2_epochs",
+    "adapt.dsbn_lr": "adapt.dsbn.lr",
+    "adapt.target_weight": "adapt.dsbn.target_weight",
+    "adapt.dsbn_batch_size": "adapt.dsbn.batch_size",
+    "adapt.extra_sources": "adapt.dsbn.extra_sources",
 }
 
 
