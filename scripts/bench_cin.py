@@ -235,8 +235,9 @@ def figure_panels(result: dict) -> list[dict]:
             label = "26-style CIN" if method == "cin" else "arbitrary CIN (transformer)"
             alloc = "" if allocator == "-" else f", {allocator}"
             refs = ["onnxruntime" if "onnxruntime" in modes else "fp32 channels_last" for modes in data.values()]
-            if len(set(refs)) > 1:
-                ref = " / ".join(f"{r} at {g}" for g, r in zip(data, refs))
+            if len(set(refs)) > 1:  # a title per size overflows the panel: name the sizes only
+                ort = ", ".join(g for g, r in zip(data, refs) if r == "onnxruntime")
+                ref = f"onnxruntime at {ort}, else fp32 channels_last"
             else:
                 ref = refs[0]
             panels.append({"title": f"{label}, batch {rows[0]['batch']}{alloc}\n(ratio: vs {ref})", "data": data,

@@ -24,7 +24,11 @@ def _digits_folder(root: Path, n: int = 40) -> Path:
 
 
 def test_train_then_infer_classification(tmp_path):
-    summary = train(tmp_path / "run", *FAST)
+    proc = run_cli("train.py", f"hydra.run.dir={tmp_path / 'run'}", *FAST)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # the run's last line says where its outputs are, naming what is there
+    last = [line for line in (proc.stdout + proc.stderr).splitlines() if "outputs of this run in" in line]
+    assert last and str(tmp_path / "run") in last[-1] and "summary.json" in last[-1], proc.stdout[-2000:]
     assert summary["task"] == "classification"
     for key in ("test/acc", "test/loss", "val/acc", "train/loss"):
         assert key in summary["metrics"]

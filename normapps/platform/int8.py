@@ -89,9 +89,12 @@ def qconfig_mapping(*, per_channel: bool = True, backend: str = "x86", reduce_ra
 
 
 def prepare_fx_model(model: nn.Module, example: torch.Tensor, *, per_channel: bool = True,
-                     qat: bool = False, reduce_range: bool = True) -> torch.fx.GraphModule:
+                     qat: bool = False, reduce_range: bool = True,
+                     float_modules: Iterable[str] = ()) -> torch.fx.GraphModule:
     """Fused, observed copy of ``model`` (BN folded into conv for PTQ; QAT keeps BN inside
-    ConvBnReLU2d modules that simulate the folding during training)."""
+    ConvBnReLU2d modules that simulate the folding during training). ``float_modules``:
+    qualified names of submodules left in float (PTQ), e.g. a layer whose input range is too
+    wide for one uint8 scale."""
     from torch.ao.quantization import get_default_qat_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
@@ -100,6 +103,8 @@ def prepare_fx_model(model: nn.Module, example: torch.Tensor, *, per_channel: bo
         mapping = get_default_qat_qconfig_mapping("x86") if per_channel else _qat_per_tensor()
         return prepare_qat_fx(model.train(), mapping, (example,))
     mapping = qconfig_mapping(per_channel=per_channel, reduce_range=reduce_range)
+    for name in float_modules:
+        mapping = mapping.set_module_name(name, None)
     return prepare_fx(model.eval(), mapping, (example,))
 
 
@@ -121,10 +126,11 @@ def convert_fx_model(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def quantize_fx(model: nn.Module, batches: Iterable[Any], *, example: torch.Tensor,
                 per_channel: bool = True, max_batches: int | None = None,
-                reduce_range: bool = True) -> torch.fx.GraphModule:
+                reduce_range: bool = True, float_modules: Iterable[str] = ()) -> torch.fx.GraphModule:
     """Calibrated int8 GraphModule of quantized modules (runs eagerly on fbgemm/oneDNN)."""
     set_int8_engine()
-    prepared = prepare_fx_model(model, example, per_channel=per_channel, reduce_range=reduce_range)
+    prepared = prepare_fx_model(model, example, per_channel=per_channel, reduce_range=reduce_range,
+                                float_modules=float_modules)
     calibrate(prepared, batches, max_batches=max_batches)
     return convert_fx_model(prepared)
 

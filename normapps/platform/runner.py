@@ -67,6 +67,10 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         path = write_summary(ctx.output_dir, summary)
         log.info("summary written to %s", path)
+        # The last line of every run: where its outputs are, whatever the task wrote there.
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in ctx.output_dir.iterdir()
+                         if not p.name.startswith("."))
+        log.info("outputs of this run in %s: %s", ctx.output_dir, ", ".join(entries))
     finish_loggers(ctx.loggers)
     return summary
 

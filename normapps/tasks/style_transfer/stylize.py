@@ -125,8 +125,12 @@ class Stylizer:
         reduce_range = not cpu_has_vnni()
         self._encoder_fn = quantize_fx(_Forward(self.encoder), images, example=images[0],
                                        reduce_range=reduce_range)
+        # The decoder's first conv stays float: its input is the AdaIN target, whose 512
+        # channels carry the style's very different scales; one uint8 scale for all of them cost
+        # 7 dB (shipped decoder, 512 px: 29.8 dB against fp32 with it quantized, 36.9 without).
+        first = next(n for n, m in _Forward(self.decoder).named_modules() if isinstance(m, nn.Conv2d))
         self._decoder_fn = quantize_fx(_Forward(self.decoder), targets, example=targets[0],
-                                       reduce_range=reduce_range)
+                                       reduce_range=reduce_range, float_modules=[first])
         self.int8_ready = True
 
     @staticmethod
