@@ -7,7 +7,7 @@ from normapps.platform.resolvers import register_resolvers
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="conf/infer", config_name="infer")
+@hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     from normapps.platform.inference import run_infer
 

@@ -55,11 +55,11 @@ step domain_adaptation train 150 "$(summary_metric runs/domain_adaptation "['tar
   "$PY" train.py task=domain_adaptation $TRAINER logger=csv hydra.run.dir="$R/domain_adaptation" \
   'data.target.corruption=[contrast,fog]' 'adapt=all'
 step gan train 150 "" -- \
-  "$PY" train.py task=gan $TRAINER logger=csv hydra.run.dir="$R/gan" max_g_steps=200 eval_every_g_steps=100
+  "$PY" train.py task=gan $TRAINER logger=csv hydra.run.dir="$R/gan" gan.max_g_steps=200 gan.eval_every_g_steps=100
 step slimming train 150 "" -- \
   "$PY" train.py task=slimming $TRAINER logger=csv hydra.run.dir="$R/slimming"
 step quantization qat 150 "" -- \
-  "$PY" train.py task=quantization $TRAINER logger=csv hydra.run.dir="$R/quantization" mode=qat
+  "$PY" train.py task=quantization $TRAINER logger=csv hydra.run.dir="$R/quantization" quant.mode=qat
 step style_transfer bench_adain 150 "import json,sys; r=json.load(open(sys.argv[1]+'/bench_adain.json'))['inference']; print('; '.join(f\"{x['mode']}: {x['images_per_s']} img/s\" for x in r))" -- \
   "$PY" scripts/bench_style.py --device "$DEVICE" --sizes "$SIZE" --batch "$BATCH" --reps "$REPS" \
   --no-compile --train-steps 2 --out "$OUT/bench_adain.json"

@@ -1,7 +1,7 @@
 """Collect several task=quantization runs (one per mode) into one table and one figure.
 
     python train.py task=quantization hydra.run.dir=runs/q_ptq              # trains + ptq
-    python train.py task=quantization mode=qat source_ckpt=<ckpt> hydra.run.dir=runs/q_qat
+    python train.py task=quantization quant.mode=qat source_ckpt=<ckpt> hydra.run.dir=runs/q_qat
     ...
     python scripts/quant_modes.py runs/q_ptq runs/q_qat runs/q_dfq runs/q_zeroq \
         --out quant_modes.md --plot quant_modes.png

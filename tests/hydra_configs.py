@@ -31,5 +31,5 @@ def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
 
 def compose_infer(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "infer"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="infer", overrides=list(overrides))

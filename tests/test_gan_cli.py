@@ -5,15 +5,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from normapps.platform.checkpoint import safe_load
 from normapps.tasks.gan.runner import g_step_budget, trainer_overrides
 from tests.helpers import infer, run_cli, train
 
 ENV = {"OMP_NUM_THREADS": "1"}
-TINY = ["task=gan", "trainer=debug", "logger=csv", "n_dis=1", "model.g_arch=dcgan", "model.d_arch=dcgan",
+TINY = ["task=gan", "trainer=debug", "logger=csv", "gan.n_dis=1", "model.g_arch=dcgan", "model.d_arch=dcgan",
         "model.g_width=8", "model.d_width=8", "model.z_dim=16", "data.batch_size=8", "data.num_eval_real=32",
-        "metrics.num_samples=16", "metrics.local_steps=3", "metrics.local_cache=null",
+        "gan.metrics.num_samples=16", "gan.metrics.local_steps=3", "gan.metrics.local_cache=null",
         "model.eval_batch_size=16", "model.recal_batches=2", "model.kid_subset_size=8", "model.grid_size=8",
-        "model.conditional=true", "model.g_norm=cond_batch", "model.loss=wgan_gp", "eval_every_g_steps=1"]
+        "model.conditional=true", "model.g_norm=cond_batch", "model.loss=wgan_gp", "gan.eval_every_g_steps=1"]
 
 
 FEATURES = ["gan.g_spectral_norm=true", "gan.self_attention=true", "gan.attention_size=8", "gan.r1_gamma=0.1",
@@ -31,6 +32,7 @@ def first_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gan_run")
     # Every gan.* recipe option at once, through the config: SN + self-attention in G, R1,
     # DiffAugment, intra-class FID, FID against cached training statistics, G batch size.
+    # max_g_steps: the deprecated name of gan.max_g_steps, still accepted.
     summary = train(run, *TINY, *FEATURES, f"gan.fid_stats_cache={run / 'fid_stats'}", "max_g_steps=2", env=ENV)
     return run, summary
 
@@ -51,6 +53,19 @@ def test_train_two_g_steps(first_run):
     assert summary["outputs"]["run_dir"] == str(run)
     assert list((run / "images").glob("val_samples_*.png"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_config_yaml_is_what_the_run_used(first_run):
+    """config.yaml holds the new names (the old max_g_steps=2 moved to gan.max_g_steps), and
+    the checkpoint monitor it records is the one the run's ModelCheckpoint used."""
+    run, summary = first_run
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.gan.max_g_steps == 2 == saved.model.max_g_steps == summary["g_steps"]
+    assert "max_g_steps" not in saved and "metrics" not in saved and "n_dis" not in saved
+    assert saved.task.monitor == saved.callbacks.model_checkpoint.monitor == "val/fid_local"
+    ckpt = safe_load(run / "checkpoints" / "last.ckpt")
+    used = [state["monitor"] for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert used == [saved.task.monitor]
 
 
 def test_infer_samples_label_and_interpolation(first_run, tmp_path):
@@ -94,7 +109,7 @@ def test_infer_samples_label_and_interpolation(first_run, tmp_path):
 def test_resume_continues_g_step_counter(first_run, tmp_path):
     run, _ = first_run
     summary = train(tmp_path / "resumed", *TINY, *FEATURES, f"gan.fid_stats_cache={run / 'fid_stats'}",
-                    "max_g_steps=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", env=ENV)
+                    "gan.max_g_steps=4", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", env=ENV)
     assert summary["fid_reference"]["cached"] is True  # the training statistics were computed once
     assert summary["g_steps"] == 4 and summary["global_step"] == 8
     ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -107,7 +122,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     ``ddp`` (Lightning re-launches train.py per rank): ``ddp_spawn`` would pickle the model, and
     PyTorch cannot pickle parametrized (spectral-normalized) modules."""
     tiny = [o for o in TINY if not o.startswith(("logger=", "trainer="))]
-    summary = train(tmp_path / "ddp", *tiny, "logger=none", "max_g_steps=2", "trainer=ddp",
+    summary = train(tmp_path / "ddp", *tiny, "logger=none", "gan.max_g_steps=2", "trainer=ddp",
                     "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0", env=ENV)
     assert summary["g_steps"] == 2 and summary["global_step"] == 4
     assert "val/fid_local" in summary["metrics"]
@@ -127,14 +142,14 @@ def test_explicit_trainer_max_steps_sets_the_g_step_budget(tmp_path):
 
 
 @pytest.mark.parametrize("explicit, msg", [
-    ({"trainer.max_steps": 12, "max_g_steps": 5}, "trainer.max_steps=12 .*max_g_steps=5"),
+    ({"trainer.max_steps": 12, "gan.max_g_steps": 5}, "trainer.max_steps=12 .*max_g_steps=5"),
     ({"trainer.max_steps": 3}, "max_g_steps"),
     ({"trainer.val_check_interval": 10}, "eval_every_g_steps"),
     ({"trainer.check_val_every_n_epoch": 2}, "eval_every_g_steps"),
 ])
 def test_trainer_overrides_that_cannot_be_honoured_are_refused(explicit, msg):
     with pytest.raises(ValueError, match=msg):
-        g_step_budget(max_g_steps=int(explicit.get("max_g_steps", 2000)), n_dis=5, explicit=explicit,
+        g_step_budget(max_g_steps=int(explicit.get("gan.max_g_steps", 2000)), n_dis=5, explicit=explicit,
                       batches_per_epoch=lambda: 28)
 
 

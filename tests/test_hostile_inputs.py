@@ -96,13 +96,13 @@ def assert_refused(err: BaseException, key: str, value: str) -> None:
 
 
 # =============================================================================== infer.py
-INFER_CONF = ROOT / "conf" / "infer"
-INFER_TASKS = sorted(p.stem for p in (INFER_CONF / "task").glob("*.yaml"))
+INFER_CONF = ROOT / "conf" / "task" / "infer"
+INFER_TASKS = sorted(p.stem for p in INFER_CONF.glob("*.yaml"))
 COMMON_INFER_OPTIONS = ["seed", "device", "output_dir"]
 
 
 def infer_options(task: str) -> list[str]:
-    declared = OmegaConf.to_container(OmegaConf.load(INFER_CONF / "task" / f"{task}.yaml"))
+    declared = OmegaConf.to_container(OmegaConf.load(INFER_CONF / f"{task}.yaml"))
     return [k for k in leaves(declared) if k.split(".")[0] not in ("task", "defaults")]
 
 
@@ -337,19 +337,20 @@ TRAIN_WORKS = {
     "trainer.default_root_dir": {"out_of_range", "wrong_type", "nan"},
     "data.root": {"out_of_range", "wrong_type", "nan"},
     # Cache folders, created on first use.
-    "metrics.local_cache": {"out_of_range", "wrong_type", "nan"},
+    "gan.metrics.local_cache": {"out_of_range", "wrong_type", "nan"},
+    "metrics.local_cache": {"out_of_range", "wrong_type", "nan"},  # its deprecated name
     "model.local_feature_cache": {"out_of_range", "wrong_type", "nan"},
     "gan.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
     "model.fid_stats_cache": {"out_of_range", "wrong_type", "nan"},
     # The input prior's mean may be any finite number.
     "quant.zeroq.prior_mean": {"out_of_range"},
 }
-# Task-level keys each task declares (conf/task/<task>.yaml), besides its data/model/trainer.
+# Task-level keys each task declares (conf/task/train/<task>.yaml), besides its data/model/trainer.
 TASK_KEY_SKIP = {"defaults", "task", "data", "model", "trainer", "test"}
 
 
 def task_keys(task: str) -> list[str]:
-    declared = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / f"{task}.yaml"))
+    declared = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "train" / f"{task}.yaml"))
     keys = [k for k in leaves(declared) if k.split(".")[0] not in TASK_KEY_SKIP]
     if task == "domain_adaptation":  # its target block lives under data.target
         keys += [k for k in leaves(declared) if k.startswith("data.target.")]

@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 CONF = ROOT / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-INFER_TASKS = sorted(p.stem for p in (CONF / "infer" / "task").glob("*.yaml"))
+INFER_TASKS = sorted(p.stem for p in (CONF / "task" / "infer").glob("*.yaml"))
 
 
 def _compose(config_dir: Path, name: str, overrides: list[str]):
@@ -43,7 +43,7 @@ def test_every_experiment_composes(experiment):
 
 @pytest.mark.parametrize("task", INFER_TASKS)
 def test_every_infer_config_composes(task):
-    cfg = _compose(CONF / "infer", "infer", [f"task={task}", "output_dir=/tmp/x"])
+    cfg = _compose(CONF, "infer", [f"task={task}", "output_dir=/tmp/x"])
     assert cfg.task.name == task and cfg.task.runner
 
 
@@ -83,5 +83,5 @@ def test_the_gan_monitor_follows_the_inception_weights_in_the_config(tmp_path):
     plain = compose_train(["task=gan"], tmp_path / "a")
     assert OmegaConf.select(plain, "task.monitor") == "val/fid_local"
     assert plain.callbacks.model_checkpoint.monitor == "val/fid_local"
-    fid = compose_train(["task=gan", f"metrics.inception_weights={weights}"], tmp_path / "b")
+    fid = compose_train(["task=gan", f"gan.metrics.inception_weights={weights}"], tmp_path / "b")
     assert fid.task.monitor == "val/fid" and fid.callbacks.model_checkpoint.monitor == "val/fid"

@@ -33,7 +33,7 @@ def _digit_folder(root: Path) -> Path:
 
 def test_train_qat_then_infer_then_dfq_from_source_ckpt(tmp_path):
     run = tmp_path / "qat"
-    summary = train(run, "task=quantization", "mode=qat", "quant.qat_epochs=1", *FAST, env=ONE_THREAD)
+    summary = train(run, "task=quantization", "quant.mode=qat", "quant.qat_epochs=1", *FAST, env=ONE_THREAD)
     m = summary["metrics"]
     for key in ("test/acc_fp32", "test/acc_int8", "size/ratio", "latency/int8_ms_bs64",
                 "latency/speedup_bs64"):
@@ -68,8 +68,8 @@ def test_train_qat_then_infer_then_dfq_from_source_ckpt(tmp_path):
 
 
 def _cfg(**over):
-    base = {"mode": "ptq", "source_ckpt": None, "model": {"norm": "batch"},
-            "quant": {"backend": "fx", "per_channel": True, "calib_batches": 4, "latency_repeats": 1}}
+    base = {"source_ckpt": None, "model": {"norm": "batch"},
+            "quant": {"mode": "ptq", "backend": "fx", "per_channel": True, "calib_batches": 4, "latency_repeats": 1}}
     cfg = OmegaConf.create(base)
     for k, v in over.items():
         OmegaConf.update(cfg, k, v)
@@ -77,9 +77,9 @@ def _cfg(**over):
 
 
 @pytest.mark.parametrize("over, msg", [
-    ({"mode": "int4"}, "mode must be one of"),
+    ({"quant.mode": "int4"}, "mode must be one of"),
     ({"quant.backend": "onnx"}, "quant.backend"),
-    ({"mode": "dfq", "quant.backend": "pt2e"}, "pt2e is for mode=ptq or mode=qat"),
+    ({"quant.mode": "dfq", "quant.backend": "pt2e"}, "pt2e is for quant.mode=ptq or quant.mode=qat"),
     ({"quant.float_ckpt": "/nonexistent/trained.ckpt"}, "needs source_ckpt"),
     ({"quant.backend": "pt2e", "quant.per_channel": False}, "per channel only"),
     ({"quant.calib_batches": 0}, "calib_batches"),

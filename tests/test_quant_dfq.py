@@ -175,3 +175,16 @@ def test_data_free_prepare_on_mobilenet_reports_its_steps():
     assert info["relu6_replaced"] > 0 and info["pairs"] > 0 and info["depthwise_pairs"] > 0
     assert info["high_bias_absorbed"] > 0 and info["cle_iterations"] >= 1
     assert info["bias_corrected"] > 0
+
+
+def test_weight_range_spread_sees_a_blown_up_channel_and_dfq_shrinks_it():
+    model = randomized_mobilenet()
+    folded, _ = dfq.fold_bn_with_stats(model)
+    first = next(n for n, m in folded.named_modules() if isinstance(m, nn.Conv2d))
+    base = dfq.weight_range_spread(folded)[first]
+    with torch.no_grad():  # one channel 100x wider: the spread of that layer reads ~100x more
+        folded.get_submodule(first).weight[0].mul_(100.0)
+    assert dfq.weight_range_spread(folded)[first] > 20 * base
+    _, info = dfq.data_free_prepare(model, per_channel=False)
+    assert info["max_range_spread_dfq"] < info["max_range_spread_folded"]
+

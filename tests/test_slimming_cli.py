@@ -72,7 +72,7 @@ def test_bad_options_are_named(key, value):
 
     from normapps.tasks.slimming.runner import validate_options
 
-    cfg = OmegaConf.load(ROOT / "conf" / "task" / "slimming.yaml").slimming
+    cfg = OmegaConf.load(ROOT / "conf" / "task" / "train" / "slimming.yaml").slimming
     validate_options(cfg)
     cfg[key] = value
     with pytest.raises(ValueError, match=f"slimming.{key}"):

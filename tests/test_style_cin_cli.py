@@ -75,7 +75,7 @@ def _infer_in_process(**options) -> dict:
 
     from normapps.platform.inference import run_infer
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf/infer"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("infer", overrides=["task=style_transfer", *(f"{k}={v}" for k, v in options.items())])
         return run_infer(cfg)
 
@@ -108,7 +108,7 @@ def test_packaged_networks_stylize_through_infer(tmp_path, inputs):
 
 # --- bad input, refused before any work (in-process: no network is built) -------------------------
 def _cfg(inputs, tmp_path, **over):
-    base = OmegaConf.load(ROOT / "conf/infer/task/style_transfer.yaml")
+    base = OmegaConf.load(ROOT / "conf/task/infer/style_transfer.yaml")
     return OmegaConf.merge(base, {"method": "cin", "ckpt_path": None, "output_dir": str(tmp_path / "o"),
                                   "content": str(inputs["folder"] / "a.png")}, over)
 

@@ -86,7 +86,7 @@ def test_infer_public_weights_wct_interpolation_preserve_color(tmp_path, inputs)
 
 # --- bad input, rejected before any work (in-process: no model is built) ----------------------
 def _cfg(inputs, tmp_path, **over):
-    base = OmegaConf.load(ROOT / "conf/infer/task/style_transfer.yaml")
+    base = OmegaConf.load(ROOT / "conf/task/infer/style_transfer.yaml")
     ckpt = tmp_path / "fake.ckpt"
     ckpt.write_bytes(b"x")
     cfg = OmegaConf.merge(base, {"ckpt_path": str(ckpt), "output_dir": str(tmp_path / "o"),

@@ -1,7 +1,7 @@
 """One stylization request of the web demo, run through infer.py's own task runner.
 
 The demo writes the request's images into a fresh folder, composes the same config infer.py
-composes (``conf/infer/task/style_transfer.yaml`` plus the request's options) and calls the
+composes (``conf/task/infer/style_transfer.yaml`` plus the request's options) and calls the
 style-transfer runner: the same validation, the same pipelines (AdaIN/WCT ``Stylizer``, the CIN
 pipelines) and the same outputs as ``python infer.py task=style_transfer ...``. Networks are
 loaded once per process (``network_cache``), so requests after the first do not re-read
@@ -54,7 +54,7 @@ class StyleRequest:
 
 
 def _infer_defaults():
-    path = ROOT / "conf" / "infer" / "task" / "style_transfer.yaml"
+    path = ROOT / "conf" / "task" / "infer" / "style_transfer.yaml"
     return OmegaConf.load(path)
 
 

@@ -1,7 +1,7 @@
 """``last.ckpt`` that keeps up with training: on a time interval, and on SIGTERM/SIGINT.
 
 ModelCheckpoint writes ``last.ckpt`` only when it validates (once per epoch by default, every
-``eval_every_g_steps`` for the GAN), so a kill or a preemption could lose most of a run.
+``gan.eval_every_g_steps`` for the GAN), so a kill or a preemption could lose most of a run.
 :class:`LastCheckpoint` also writes it every ``every_minutes`` of training and, when a SIGTERM
 (what schedulers send before they preempt) or a SIGINT (Ctrl+C) arrives, at the end of the
 training batch in progress, then stops the run: ``ckpt_path=<run>/checkpoints/last.ckpt``

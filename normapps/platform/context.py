@@ -38,14 +38,21 @@ class RunContext:
     cfg: DictConfig
     output_dir: Path
     loggers: list = field(default_factory=list)
+    # The task's checked options (what its task.validate returned in train.py's preflight).
+    options: Any = None
 
     @classmethod
-    def create(cls, cfg: DictConfig) -> "RunContext":
+    def create(cls, cfg: DictConfig, *, options: Any = None) -> "RunContext":
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         loggers = build_loggers(cfg.get("logger"))
         log_hyperparams(loggers, cfg)
-        return cls(cfg=cfg, output_dir=output_dir, loggers=loggers)
+        return cls(cfg=cfg, output_dir=output_dir, loggers=loggers, options=options)
+
+    def task_options(self, validate: Any, kind: type) -> Any:
+        """``self.options`` when it is of ``kind`` (train.py's preflight built it), else
+        ``validate(cfg)`` now (a runner called without the preflight)."""
+        return self.options if isinstance(self.options, kind) else validate(self.cfg)
 
     def build_datamodule(self, data_cfg: DictConfig | None = None) -> pl.LightningDataModule:
         return build("data", data_cfg if data_cfg is not None else self.cfg.data, _convert_="all")

@@ -12,12 +12,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from normapps.platform.checkpoint import import_object
+from normapps.platform.config_keys import migrate_deprecated_keys
 from normapps.platform.options import OptionError, as_bool, as_float, as_int, as_text, seed_option
 from normapps.platform.summary import write_summary
 
 INFERENCE_FILE = "inference.json"
-# infer.py's config root (infer.py runs Hydra with config_path="conf/infer").
-INFER_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "infer"
+# Each task's inference options (infer.py composes conf/infer.yaml + conf/task/infer/<task>.yaml).
+INFER_TASK_DIR = Path(__file__).resolve().parents[2] / "conf" / "task" / "infer"
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     """Check the common options (output_dir, device, seed), then call the task's runner as
     ``runner(cfg, device, output_dir) -> dict``; the returned dict is written to
     ``<output_dir>/inference.json``, and no other file in ``output_dir`` is touched."""
+    migrate_deprecated_keys(cfg)
     check_declared_types(cfg, declared_options(cfg.task.name))
     output_dir = prepare_output_dir(cfg.get("output_dir"))
     device = resolve_device(cfg.get("device"))
@@ -74,8 +76,8 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
 
 
 def declared_options(task: str) -> dict[str, Any]:
-    """The options ``conf/infer/task/<task>.yaml`` declares, with their defaults."""
-    path = INFER_CONFIG_DIR / "task" / f"{task}.yaml"
+    """The options ``conf/task/infer/<task>.yaml`` declares, with their defaults."""
+    path = INFER_TASK_DIR / f"{task}.yaml"
     if not path.is_file():
         return {}
     declared = OmegaConf.to_container(OmegaConf.load(path), resolve=False)

@@ -8,6 +8,7 @@ booleans, NaN and infinities never as numbers (unless ``finite=False``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -126,3 +127,20 @@ def text_option(cfg: Any, key: str, **kw) -> str | None:
 def seed_option(cfg: Any, key: str = "seed") -> int:
     """numpy and Lightning take seeds in [0, 2**32 - 1] (Lightning silently replaces others)."""
     return as_int(key, _get(cfg, key, 0), min=0, max=2**32 - 1)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Base of a task's checked options: a frozen dataclass its ``validate`` builds once, before
+    anything expensive, and its runner reads instead of the config (so every value a run uses
+    was checked, once, in one place). ``opts["name"]`` reads a field too: the validators used to
+    return dicts."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)

@@ -37,7 +37,10 @@ CHECKPOINT_OPTIONS = ("source_ckpt",)
 _HYDRA_KEYS = {"_target_", "_convert_", "_recursive_", "_partial_", "_args_"}
 
 
-def preflight(cfg: DictConfig) -> None:
+def preflight(cfg: DictConfig) -> Any:
+    """Every check, before anything is built; returns what the task's ``task.validate`` returns
+    (its checked options, a :class:`normapps.platform.options.TaskOptions`; None without one),
+    which the runner gets as ``ctx.options``."""
     # Resolve interpolations once (the checks read hundreds of values); the unresolved config
     # is kept to say where an interpolated value came from.
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -55,7 +58,8 @@ def preflight(cfg: DictConfig) -> None:
     check_callbacks(plain)
     validate = plain.task.get("validate") if plain.get("task") is not None else None
     if validate:
-        import_object(validate)(plain)
+        return import_object(validate)(plain)
+    return None
 
 
 def check_checkpoint_options(cfg: DictConfig) -> None:

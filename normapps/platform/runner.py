@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from normapps.platform.callbacks import LastCheckpoint, TrainingInterrupted, model_checkpoint
 from normapps.platform.checkpoint import import_object
+from normapps.platform.config_keys import migrate_deprecated_keys
 from normapps.platform.context import RunContext
 from normapps.platform.logging import finish_loggers
 from normapps.platform.preflight import preflight
@@ -27,14 +28,21 @@ DEFAULT_RUNNER = "normapps.platform.runner.fit_and_test"
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured task and write ``summary.json`` into the run directory.
 
+    Deprecated key names are moved to their new names first (with a warning), so the checks,
+    the runner and the run's ``config.yaml`` see only the new names.
+
     The summary is written before the loggers are finished, and a logger failing there only
     warns. A run stopped by SIGTERM/SIGINT (after writing last.ckpt) exits with 128 + the
     signal number and says how to resume; it writes no summary, since it has no final result.
     """
-    preflight(cfg)
+    migrate_deprecated_keys(cfg)
+    options = preflight(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    ctx = RunContext.create(cfg)
+    ctx = RunContext.create(cfg, options=options)
     (ctx.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # config.yaml is the run's record: from here on nothing may change the config (a runner
+    # derives what it needs, e.g. the GAN's trainer budget, into its own arguments).
+    OmegaConf.set_readonly(cfg, True)
     runner = import_object(cfg.task.get("runner") or DEFAULT_RUNNER)
     try:
         result = runner(cfg, ctx)

@@ -6,7 +6,9 @@ class the folder's labels are read for the accuracy only, never for adapting.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,13 +16,29 @@ from normapps.data.classification import load_arrays
 from normapps.data.image_io import list_images
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.checkpoint import load_module
+from normapps.platform.options import TaskOptions
 from normapps.platform.predict import write_predictions
 from normapps.tasks.domain_adaptation.methods import (
     METHODS, adapt_and_predict, method_options, validate_options,
 )
 
 
-def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
+@dataclass(frozen=True)
+class AdaptInferOptions(TaskOptions):
+    """infer.py task=domain_adaptation's options, checked together before the model loads."""
+    ckpt_path: str
+    target: str
+    method: str
+    # the method's predict options (adapt.<method>.*)
+    options: dict[str, Any]
+    batch_size: int
+    image_size: int
+    seed: int
+    # labelled source data (adapt=dsbn trains on it, adapt=eata measures its Fisher on it)
+    source: dict[str, Any]
+
+
+def validate(cfg: DictConfig) -> AdaptInferOptions:
     if not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path=<classifier checkpoint (task=classification or domain_adaptation)> is required")
     if not cfg.get("target"):
@@ -37,19 +55,27 @@ def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
 
     size = as_int("image_size", cfg.get("image_size"), min=4, allow_none=True) or 32
     list_images(cfg.target)  # a missing or empty folder fails before the model loads
-    module = load_module(cfg.ckpt_path, expected_network="classifier")
+    return AdaptInferOptions(ckpt_path=str(cfg.ckpt_path), target=str(cfg.target), method=method,
+                             options=method_options(method, adapt_cfg), batch_size=batch_size,
+                             image_size=size, seed=int(cfg.get("seed", 0)),
+                             source=OmegaConf.to_container(cfg.source, resolve=True))
+
+
+def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
+    opts = validate(cfg)
+    method, batch_size, size = opts.method, opts.batch_size, opts.image_size
+    module = load_module(opts.ckpt_path, expected_network="classifier")
     channels = int(module.hparams.get("in_channels", 3))
-    images, paths, labels, _ = load_image_folder(cfg.target, image_size=size, channels=channels)
+    images, paths, labels, _ = load_image_folder(opts.target, image_size=size, channels=channels)
     sources = None
     if method in ("dsbn", "eata"):  # dsbn trains on it; eata measures its Fisher information on it
-        src = cfg.source
-        sources = [load_arrays(src.dataset, train=True, root=src.root, download=src.download,
+        src = opts.source
+        sources = [load_arrays(src["dataset"], train=True, root=src["root"], download=src["download"],
                                image_size=size, channels=channels)]
     logits = adapt_and_predict(method, module.net, images, batch_size=batch_size,
-                               options=method_options(method, adapt_cfg), sources=sources,
-                               seed=int(cfg.get("seed", 0)), device=device)
+                               options=opts.options, sources=sources, seed=opts.seed, device=device)
     result = write_predictions(output_dir, paths, logits.softmax(1), labels)
-    result.update({"adapt": method, "target": str(cfg.target)})
+    result.update({"adapt": method, "target": opts.target})
     if "accuracy" in result:
         result["error"] = 1.0 - result["accuracy"]
     return result

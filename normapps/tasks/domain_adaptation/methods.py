@@ -5,7 +5,10 @@ Options live under ``adapt.<method>.*`` (``adapt.tent.lr``, ``adapt.eata.d_margi
 ``adapt.prior_n`` (a contract name). The flat names of the previous release (``adapt.lr``,
 ``adapt.mode``, ``adapt.reset_every``, ``adapt.steps``, ``adapt.alpha``, ``adapt.threshold``,
 ``adapt.stage1_epochs``, ``adapt.stage2_epochs``, ``adapt.dsbn_lr``, ``adapt.target_weight``,
-``adapt.dsbn_batch_size``, ``adapt.extra_sources``) still work, with a deprecation warning.
+``adapt.dsbn_batch_size``, ``adapt.extra_sources``) still work, with a deprecation warning: on
+the command line ``normapps.platform.config_keys`` (the one table of renamed keys) moves them to
+their new names before any check; :func:`method_config` still reads them in a plain mapping, for
+callers of this module's functions.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ batches, per method (the targets' spans shaded for ``continual``); ``summary.jso
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from normapps.norm import bn_modules
 from normapps.platform.context import RunContext
 from normapps.platform.hardware import trainer_device
 from normapps.platform.measure import Duration
+from normapps.platform.options import TaskOptions
 from normapps.platform.plots import new_figure, save_figure
 from normapps.platform.runner import load_or_fit
 from normapps.platform.summary import markdown_table, publish_table
@@ -198,20 +200,20 @@ def plot_results(ctx: RunContext, rows: list[dict], target_names: list[str], *, 
     return save_figure(fig, ctx.output_dir, TABLE_NAME, loggers=ctx.loggers, key=f"{TABLE_NAME}_plot")
 
 
-def validate(cfg: DictConfig) -> None:
-    """train.py's preflight hook (``task.validate``): the methods, their options, the norms and
-    the target spec (corruptions, severities, stream, released files) checked before anything
-    is built; the runner repeats the same calls (they are cheap) to get their values."""
-    adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)
-    methods = resolve_methods(adapt_cfg.get("method", "all"))
-    validate_options(methods, adapt_cfg)
-    resolve_extra_sources(method_config(adapt_cfg, warn=False)["dsbn"]["extra_sources"])
-    check_applicable(methods, resolve_norms(cfg), adapt_cfg, has_ckpt=bool(cfg.get("source_ckpt")))
-    parse_target_spec(OmegaConf.to_container(cfg.data.target, resolve=True))
+@dataclass(frozen=True)
+class AdaptOptions(TaskOptions):
+    """The run's adaptation options, checked together before anything is built: the methods (in
+    table order), each method's predict options, DSBN's extra source shifts, the norms (one
+    source model each) and the target spec (corruptions, severities, stream, released files)."""
+    methods: list[str]
+    method_options: dict[str, dict[str, Any]]
+    extra_sources: list[str]
+    norms: list[str]
+    target: Any  # targets.TargetSpec
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    # --- validate everything cheap first --------------------------------------------------
+def validate(cfg: DictConfig) -> AdaptOptions:
+    """train.py's preflight hook (``task.validate``); returns the checked :class:`AdaptOptions`."""
     adapt_cfg = OmegaConf.to_container(cfg.adapt, resolve=True)
     methods = resolve_methods(adapt_cfg.get("method", "all"))
     validate_options(methods, adapt_cfg)
@@ -219,12 +221,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     norms = resolve_norms(cfg)
     check_applicable(methods, norms, adapt_cfg, has_ckpt=bool(cfg.get("source_ckpt")))
     spec = parse_target_spec(OmegaConf.to_container(cfg.data.target, resolve=True))
+    return AdaptOptions(methods=methods, method_options={m: method_options(m, adapt_cfg) for m in methods},
+                        extra_sources=list(extra_sources), norms=norms, target=spec)
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    # --- checked once in train.py's preflight (a runner called without it checks now) ------
+    opts = ctx.task_options(validate, AdaptOptions)
+    methods, extra_sources, spec = opts.methods, opts.extra_sources, opts.target
+    norms = list(opts.norms)  # a source_ckpt fills in the norm it was built with below
     batch_size = spec.batch_size
     data_cfg = source_data_cfg(cfg)
     loaded = load_dataset_shifts(spec, root=data_cfg.root, download=data_cfg.download,
                                  image_size=data_cfg.image_size, channels=data_cfg.channels)
     device = pick_device(cfg)
-    options = {name: method_options(name, adapt_cfg) for name in methods}
+    options = opts.method_options
 
     # --- source model(s) ------------------------------------------------------------------
     datamodule = ctx.build_datamodule(data_cfg)

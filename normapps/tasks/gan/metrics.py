@@ -210,20 +210,20 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = Path(weights_path)
         if not path.is_file():
-            raise FileNotFoundError(f"metrics.inception_weights: no such file {path}")
+            raise FileNotFoundError(f"gan.metrics.inception_weights: no such file {path}")
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError as err:
             raise ModuleNotFoundError(
-                "metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
-                "without it leave metrics.inception_weights unset to use fid_local") from err
+                "gan.metrics.inception_weights needs torch-fidelity (pip install torch-fidelity); "
+                "without it leave gan.metrics.inception_weights unset to use fid_local") from err
         # Read the file once, as plain tensors (weights_only=True), and hand those tensors over.
         # torch-fidelity's constructor torch.load()s whatever it is given with weights_only=False,
         # so it gets an in-memory copy we serialized from the vetted tensors, never the file:
         # a file swapped after the check is not read again.
         state = safe_load(path)
         if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-            raise CheckpointError(f"metrics.inception_weights: {path} is not a state dict of tensors")
+            raise CheckpointError(f"gan.metrics.inception_weights: {path} is not a state dict of tensors")
         buffer = io.BytesIO()
         torch.save({k: v.detach().clone() for k, v in state.items()}, buffer)
         buffer.seek(0)

@@ -146,7 +146,7 @@ class GANModule(NormappsModule):
         from normapps.platform.options import as_choice, as_float, as_int, as_text
 
         def name(key: str) -> str:
-            # The recipe keys are set as gan.<key> (conf/task/gan.yaml); model.<key> follows them.
+            # The recipe keys are set as gan.<key> (conf/task/train/gan.yaml); model.<key> follows them.
             return f"gan.{key}" if prefix == "model" and key in GAN_RECIPE_KEYS else f"{prefix}.{key}"
 
         checks = {

@@ -1,21 +1,23 @@
 """train.py's flow for GANs: the trainer's step budget and validation cadence are derived from
-generator iterations (``max_g_steps``, ``eval_every_g_steps``), since Lightning's global_step
+generator iterations (``gan.max_g_steps``, ``gan.eval_every_g_steps``), since Lightning's global_step
 counts every optimizer step (n_dis + 1 per generator iteration).
 
 A user's explicit ``trainer.max_steps`` / ``trainer.max_epochs`` on the command line is honoured
 by deriving the generator budget from it; trainer options that cannot be expressed in
-generator iterations (the validation cadence) or that contradict ``max_g_steps`` are refused
+generator iterations (the validation cadence) or that contradict ``gan.max_g_steps`` are refused
 before any work, naming the key to use instead.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from normapps.platform.config_keys import explicit_overrides
 from normapps.platform.context import RunContext
-from normapps.platform.options import int_option, text_option
+from normapps.platform.options import TaskOptions, int_option, text_option
 from normapps.platform.runner import checkpoint_paths, logged_metrics
 
 log = logging.getLogger(__name__)
@@ -37,21 +39,6 @@ def trainer_overrides(*, max_g_steps: int, n_dis: int, eval_every_g_steps: int) 
     }
 
 
-def explicit_overrides() -> dict[str, Any]:
-    """``key -> value`` of the overrides the user typed (``hydra.overrides.task``); empty when
-    the config was not composed by Hydra's command line."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    out: dict[str, Any] = {}
-    for item in HydraConfig.get().overrides.task:
-        key, sep, value = item.lstrip("+~").partition("=")
-        if sep:
-            out[key] = value
-    return out
-
-
 def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
                   batches_per_epoch: Callable[[], int] | None) -> dict[str, Any]:
     """The generator iterations to run and where that number comes from.
@@ -63,56 +50,70 @@ def g_step_budget(*, max_g_steps: int, n_dis: int, explicit: Mapping[str, Any],
     """
     for key in _CADENCE_KEYS:
         if key in explicit:
-            raise ValueError(f"{key}={explicit[key]}: task=gan evaluates every eval_every_g_steps "
-                             "generator iterations; set eval_every_g_steps instead")
+            raise ValueError(f"{key}={explicit[key]}: task=gan evaluates every gan.eval_every_g_steps "
+                             "generator iterations; set gan.eval_every_g_steps instead")
     per_g = n_dis + 1
     if "trainer.max_steps" in explicit:
         steps = int(explicit["trainer.max_steps"])
         derived, source = steps // per_g, f"trainer.max_steps={steps}"
         if steps < per_g:
             raise ValueError(f"{source} is less than one generator iteration (n_dis + 1 = {per_g} "
-                             "optimizer steps); set max_g_steps (generator iterations) instead")
+                             "optimizer steps); set gan.max_g_steps (generator iterations) instead")
     elif "trainer.max_epochs" in explicit and int(explicit["trainer.max_epochs"]) >= 0:
         epochs = int(explicit["trainer.max_epochs"])
         if batches_per_epoch is None:
             return {"max_g_steps": None, "from": f"trainer.max_epochs={epochs}"}
         derived, source = epochs * batches_per_epoch() // n_dis, f"trainer.max_epochs={epochs}"
         if derived < 1:
-            raise ValueError(f"{source} is less than one generator iteration; set max_g_steps "
+            raise ValueError(f"{source} is less than one generator iteration; set gan.max_g_steps "
                              "(generator iterations) instead")
     else:
         return {"max_g_steps": int(max_g_steps), "from": "max_g_steps"}
-    if "max_g_steps" in explicit and int(explicit["max_g_steps"]) != derived:
+    given = explicit.get("gan.max_g_steps")
+    if given is not None and int(given) != derived:
         raise ValueError(f"{source} means {derived} generator iterations at n_dis={n_dis}, but "
-                         f"max_g_steps={explicit['max_g_steps']} was also given: set only max_g_steps")
+                         f"gan.max_g_steps={given} was also given: set only gan.max_g_steps")
     return {"max_g_steps": derived, "from": source}
 
 
-def validate(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class GanOptions(TaskOptions):
+    """The run-level GAN options (``gan.*`` besides the module's own), checked together."""
+    max_g_steps: int
+    n_dis: int
+    eval_every_g_steps: int
+    # Overrides the user typed (new names), for the trainer budget and cadence rules.
+    explicit: Mapping[str, Any]
+
+
+def validate(cfg: DictConfig) -> GanOptions:
     """train.py's preflight hook (``task.validate``): the run-level GAN options (the model's and
     data's keys, gan.* included, are checked by GANModule.check_args / GANDataModule.check_args),
     and trainer budgets or cadences that cannot be honoured, before any work."""
-    n_dis = int_option(cfg, "n_dis", min=1)
-    max_g_steps = int_option(cfg, "max_g_steps", min=1)
-    int_option(cfg, "eval_every_g_steps", min=1)
-    metrics = cfg.get("metrics") or {}
+    n_dis = int_option(cfg, "gan.n_dis", min=1)
+    max_g_steps = int_option(cfg, "gan.max_g_steps", min=1)
+    eval_every = int_option(cfg, "gan.eval_every_g_steps", min=1)
+    metrics = OmegaConf.select(cfg, "gan.metrics") or {}
     if "num_samples" in metrics:
-        int_option(cfg, "metrics.num_samples", min=2)
+        int_option(cfg, "gan.metrics.num_samples", min=2)
     if "local_steps" in metrics:
-        int_option(cfg, "metrics.local_steps", min=1)
-    for key in ("metrics.inception_weights", "metrics.local_cache", "gan.fid_stats_cache"):
+        int_option(cfg, "gan.metrics.local_steps", min=1)
+    for key in ("gan.metrics.inception_weights", "gan.metrics.local_cache", "gan.fid_stats_cache"):
         if OmegaConf.select(cfg, key, default=None) is not None:
             text_option(cfg, key)
-    g_step_budget(max_g_steps=max_g_steps, n_dis=n_dis, explicit=explicit_overrides(), batches_per_epoch=None)
+    explicit = explicit_overrides()
+    g_step_budget(max_g_steps=max_g_steps, n_dis=n_dis, explicit=explicit, batches_per_epoch=None)
+    return GanOptions(max_g_steps=max_g_steps, n_dis=n_dis, eval_every_g_steps=eval_every,
+                      explicit=dict(explicit))
 
 
 def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    explicit = explicit_overrides()
+    # Checked once in train.py's preflight (cadence and contradictions refused before the data is
+    # read); a runner called without it checks now.
+    opts = ctx.task_options(validate, GanOptions)
+    explicit = opts.explicit
+    # The module's own n_dis / max_g_steps (model.* follow gan.* unless set themselves).
     n_dis = int(cfg.model.n_dis)
-    # Cadence and contradictions are refused before the data is read (again here for runs
-    # that do not come through train.py's preflight).
-    g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
-                  batches_per_epoch=None)
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")  # folder datasets learn their class count here
     budget = g_step_budget(max_g_steps=int(cfg.model.max_g_steps), n_dis=n_dis, explicit=explicit,
@@ -122,7 +123,7 @@ def run_gan(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     module = ctx.build_module(num_classes=datamodule.num_classes, max_g_steps=budget["max_g_steps"])
     hp = module.hparams
     overrides = trainer_overrides(max_g_steps=hp.max_g_steps, n_dis=hp.n_dis,
-                                  eval_every_g_steps=cfg.eval_every_g_steps)
+                                  eval_every_g_steps=opts.eval_every_g_steps)
     if "trainer.max_epochs" in explicit:
         overrides["max_epochs"] = int(explicit["trainer.max_epochs"])
     if "trainer.num_sanity_val_steps" in explicit:

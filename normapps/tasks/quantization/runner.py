@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import load_module, require_network, safe_load
 from normapps.platform.context import RunContext
 from normapps.platform.int8 import set_int8_engine
-from normapps.platform.options import as_bool, as_float, as_int, as_text
+from normapps.platform.options import TaskOptions, as_bool, as_float, as_int, as_text
 from normapps.platform.profiling import count_flops, count_parameters, deployable, state_dict_bytes
 from normapps.platform.runner import load_or_fit, logged_metrics
 from normapps.platform.summary import markdown_table, metrics_to_floats, publish_table
@@ -37,21 +38,64 @@ log = logging.getLogger(__name__)
 MODES = ("ptq", "qat", "dfq", "zeroq")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Every mode/quant.* option, before any work (train.py's preflight calls it as
-    ``task.validate``; errors name the key)."""
-    mode, q = cfg.get("mode"), cfg.quant
+@dataclass(frozen=True)
+class ZeroQOptions(TaskOptions):
+    num_samples: int = 128
+    batch_size: int = 64
+    steps: int = 500
+    lr: float = 0.5
+    prior_mean: float = 0.0
+    prior_std: float = 1.0
+
+
+@dataclass(frozen=True)
+class QuantOptions(TaskOptions):
+    """Every ``quant.*`` option (and ``source_ckpt``), checked together before any work; the
+    field names are the config's (``quant.calib_batches`` -> ``calib_batches``)."""
+    mode: str
+    backend: str = "fx"
+    compile: bool = False
+    per_channel: bool = True
+    calib_batches: int = 8
+    recalibrate_bn: bool = True
+    bn_recalib_batches: int = 16
+    qat_epochs: int = 3
+    qat_lr: float = 0.005
+    freeze_bn_epoch: int = 1
+    freeze_observer_epoch: int = 2
+    equalize: bool = True
+    bias_correction: bool = True
+    high_bias_absorption: bool = True
+    cle_iterations: int = 100
+    cle_tolerance: float = 1e-4
+    zeroq: ZeroQOptions = field(default_factory=ZeroQOptions)
+    latency_rounds: int = 3
+    latency_repeats: int = 10
+    latency_threads: int | None = None
+    float_ckpt: str | None = None
+    sensitivity: bool = True
+    onnx: bool = False
+    source_ckpt: str | None = None
+
+
+def validate(cfg: DictConfig) -> QuantOptions:
+    """Every quant.* option, before any work (train.py's preflight calls it as
+    ``task.validate``; errors name the key); returns them as one :class:`QuantOptions`."""
+    q = cfg.quant
+    mode = q.get("mode")
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ValueError(f"quant.mode must be one of {', '.join(MODES)}, got {mode!r}")
     if q.backend not in ptq.BACKENDS:
         raise ValueError(f"quant.backend must be one of {', '.join(ptq.BACKENDS)}, got {q.backend!r}")
     as_bool("quant.per_channel", q.get("per_channel", True))
     if q.backend == "pt2e" and mode not in ("ptq", "qat"):
-        raise ValueError(f"quant.backend=pt2e is for mode=ptq or mode=qat; mode={mode} uses the fx backend")
+        raise ValueError(f"quant.backend=pt2e is for quant.mode=ptq or quant.mode=qat; quant.mode={mode} "
+                         "uses the fx backend")
     if q.backend == "pt2e" and not q.per_channel:
         raise ValueError("quant.backend=pt2e quantizes weights per channel only; use quant.backend=fx "
                          "with quant.per_channel=false")
-    # Each key is checked where the config has it (the task config declares them all).
+    # Each key is checked where the config has it (the task config declares them all); an absent
+    # key keeps QuantOptions' default (the same as conf/task/train/quantization.yaml's).
     checks = {
         **{k: dict(kind="bool") for k in ("compile", "recalibrate_bn", "equalize", "bias_correction",
                                           "high_bias_absorption", "sensitivity", "onnx")},
@@ -67,33 +111,38 @@ def validate(cfg: DictConfig) -> None:
         "zeroq.prior_std": dict(kind="positive"),
         "float_ckpt": dict(kind="path"),
     }
+    values: dict[str, Any] = {}
     for key, check in checks.items():
         value = OmegaConf.select(q, key, default=_ABSENT)
         if value is _ABSENT:
             continue
         name = f"quant.{key}"
         if check["kind"] == "bool":
-            as_bool(name, value)
+            values[key] = as_bool(name, value)
         elif check["kind"] == "int":
-            as_int(name, value, min=check["min"], allow_none=check.get("allow_none", False))
+            values[key] = as_int(name, value, min=check["min"], allow_none=check.get("allow_none", False))
         elif check["kind"] == "number":
-            as_float(name, value)
+            values[key] = as_float(name, value)
         elif check["kind"] == "path":
-            as_text(name, value, allow_none=True)
+            values[key] = as_text(name, value, allow_none=True)
         else:
-            as_float(name, value, min=0.0, min_open=True)
-    if cfg.get("source_ckpt") is not None:
-        safe_load(as_text("source_ckpt", cfg.source_ckpt))
-    if q.get("float_ckpt") is not None:
-        if cfg.get("source_ckpt") is None:
+            values[key] = as_float(name, value, min=0.0, min_open=True)
+    source = as_text("source_ckpt", cfg.get("source_ckpt"), allow_none=True)
+    if source is not None:
+        safe_load(source)
+    if values.get("float_ckpt") is not None:
+        if source is None:
             raise ValueError("quant.float_ckpt (the unpruned reference) needs source_ckpt=<slimming checkpoint>")
-        _check_classifier_file(str(q.float_ckpt), "quant.float_ckpt")
-    if q.get("onnx"):
+        _check_classifier_file(values["float_ckpt"], "quant.float_ckpt")
+    if values.get("onnx"):
         from normapps.tasks.quantization.onnx_export import require_onnx
 
         require_onnx()
     if cfg.model.get("norm", "batch") != "batch":
         raise ValueError("task=quantization folds BatchNorm into convs: model.norm must be batch")
+    zq = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if k.startswith("zeroq.")}
+    return QuantOptions(mode=mode, backend=str(q.backend), per_channel=bool(q.get("per_channel", True)),
+                        zeroq=ZeroQOptions(**zq), source_ckpt=source, **values)
 
 
 _ABSENT = object()
@@ -123,12 +172,12 @@ def float_module(cfg: DictConfig, ctx: RunContext, datamodule) -> tuple[Any, dic
     return module.eval(), {**paths, "train_metrics": metrics}
 
 
-def unpruned_reference(cfg: DictConfig, module) -> tuple[nn.Module | None, str | None]:
+def unpruned_reference(q: QuantOptions, module) -> tuple[nn.Module | None, str | None]:
     """The network a slimming checkpoint was pruned from (``quant.float_ckpt`` or the path the
     slimming checkpoint records); (None, None) for an unpruned source."""
     if getattr(module, "task_name", None) != "slimming" or getattr(module, "stage", "") in ("trained", "sparsified"):
         return None, None
-    path = cfg.quant.get("float_ckpt") or getattr(module, "unpruned_checkpoint", None)
+    path = q.float_ckpt or getattr(module, "unpruned_checkpoint", None)
     if not path or not Path(path).is_file():
         log.warning("source_ckpt is a pruned network but its unpruned reference %s is not there; set "
                     "quant.float_ckpt=<the slimming run's trained checkpoint> for the combined table", path)
@@ -136,11 +185,10 @@ def unpruned_reference(cfg: DictConfig, module) -> tuple[nn.Module | None, str |
     return copy.deepcopy(_load_classifier(path, "quant.float_ckpt").net).eval(), str(path)
 
 
-def quantize(net: nn.Module, *, mode: str, cfg: DictConfig, ctx: RunContext, module, datamodule,
-             example: torch.Tensor, input_shape: tuple[int, ...], stage: str = "qat"
+def quantize(net: nn.Module, *, mode: str, q: QuantOptions, seed: int, ctx: RunContext, module,
+             datamodule, example: torch.Tensor, input_shape: tuple[int, ...], stage: str = "qat"
              ) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(int8 model, state to save, recipe, info) for one float network."""
-    q = cfg.quant
+    """(int8 model, state to save, recipe, info) for one float network, with the checked options."""
     per_channel = bool(q.per_channel)
     train_loader = datamodule.train_dataloader()
     recipe: dict[str, Any] = {"mode": mode, "backend": q.backend, "per_channel": per_channel,
@@ -183,8 +231,8 @@ def quantize(net: nn.Module, *, mode: str, cfg: DictConfig, ctx: RunContext, mod
     zq = q.zeroq
     synth = zeroq.synthesize_calibration_data(
         net, input_shape=input_shape, num_samples=int(zq.num_samples), batch_size=int(zq.batch_size),
-        steps=int(zq.steps), lr=float(zq.lr), seed=int(cfg.seed),
-        prior_mean=float(zq.get("prior_mean", 0.0)), prior_std=float(zq.get("prior_std", 1.0)))
+        steps=int(zq.steps), lr=float(zq.lr), seed=int(seed),
+        prior_mean=float(zq.prior_mean), prior_std=float(zq.prior_std))
     info["zeroq_bn_loss"] = zeroq.bn_statistics_loss(net, synth[: int(zq.batch_size)])
     calib = list(torch.split(synth, int(zq.batch_size)))
     src = net
@@ -192,8 +240,8 @@ def quantize(net: nn.Module, *, mode: str, cfg: DictConfig, ctx: RunContext, mod
         recipe["folded"] = True
         src, info["dfq"] = dfq.data_free_prepare(
             net, per_channel=per_channel, equalize=bool(q.equalize), correct_bias=bool(q.bias_correction),
-            absorb_bias=bool(q.get("high_bias_absorption", True)), iterations=int(q.cle_iterations),
-            tolerance=float(q.get("cle_tolerance", 1e-4)))
+            absorb_bias=bool(q.high_bias_absorption), iterations=int(q.cle_iterations),
+            tolerance=float(q.cle_tolerance))
         recipe["relu6_to_relu"] = bool(info["dfq"]["relu6_replaced"])
     int8 = ptq.quantize_fx(src, calib, example=example, per_channel=per_channel)
     # The same recipe calibrated on real training batches, for comparison with synthetic data.
@@ -203,13 +251,14 @@ def quantize(net: nn.Module, *, mode: str, cfg: DictConfig, ctx: RunContext, mod
     return int8, int8.state_dict(), recipe, info
 
 
-def _int8_name(mode: str, q: DictConfig) -> str:
+def _int8_name(mode: str, q: QuantOptions) -> str:
     return f"int8 ({mode}, {q.backend}{'' if q.per_channel else ', per-tensor'})"
 
 
 def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    validate(cfg)
-    q, mode = cfg.quant, cfg.mode
+    # Checked once in train.py's preflight; a runner called without it checks now.
+    q = ctx.task_options(validate, QuantOptions)
+    mode = q.mode
     set_int8_engine()
     datamodule = ctx.build_datamodule()
     datamodule.setup("fit")
@@ -221,10 +270,10 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     example = torch.zeros(2, *input_shape)
     test_batches = list(datamodule.test_dataloader())
     one = torch.zeros(1, *input_shape)
-    reference, reference_path = unpruned_reference(cfg, module)
+    reference, reference_path = unpruned_reference(q, module)
     pruned = reference is not None
 
-    int8, state, recipe, info = quantize(float_net, mode=mode, cfg=cfg, ctx=ctx, module=module,
+    int8, state, recipe, info = quantize(float_net, mode=mode, q=q, seed=cfg.seed, ctx=ctx, module=module,
                                          datamodule=datamodule, example=example, input_shape=input_shape)
     real_calib = info.pop("real_calibration_model", None)
     out_path = ctx.output_dir / "quantized.pt"
@@ -243,7 +292,7 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         models[name], sizes[name], cost[name] = real_calib, state_dict_bytes(real_calib.state_dict()), (float_net, None)
     ref_mode = "ptq" if mode == "qat" else mode
     if pruned:
-        ref_int8, ref_state, _, _ = quantize(reference, mode=ref_mode, cfg=cfg, ctx=ctx, module=module,
+        ref_int8, ref_state, _, _ = quantize(reference, mode=ref_mode, q=q, seed=cfg.seed, ctx=ctx, module=module,
                                              datamodule=datamodule, example=example, input_shape=input_shape)
         models["fp32 (unpruned)"], models[f"int8 ({ref_mode}, unpruned)"] = reference, ref_int8
         sizes["fp32 (unpruned)"] = state_dict_bytes(reference)
@@ -290,9 +339,9 @@ def run_quantization(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         result["prune_quant"] = _combined_table(ctx, rows, fp32["model"], i8["model"], ref_mode)
         result["float_checkpoint"] = reference_path
         metrics.update({f"prune_quant/{k}": v for k, v in result["prune_quant"]["summary"].items()})
-    if q.get("sensitivity", True):
+    if q.sensitivity:
         result["sensitivity"] = _sensitivity(ctx, float_net, datamodule, test_batches, example, q)
-    if q.get("onnx"):
+    if q.onnx:
         result["onnx"] = _onnx(ctx, models, cost, test_batches)
     for logger in ctx.loggers:
         logger.log_metrics(metrics)

