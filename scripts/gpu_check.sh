@@ -19,9 +19,11 @@ export WANDB_MODE=offline WANDB_SILENT=true HYDRA_FULL_ERROR=1
 if [ "$DRY" = 1 ]; then
   TRAINER="trainer=debug trainer.accelerator=cpu"
   DEVICE=cpu; BATCH=1; SIZE=64; CIN_SIZE=64; CIN_BATCH=1; REPS=1
+  GAN_BENCH="--arch dcgan --g-width 8 --d-width 8 --batch 4 --repeats 1 --warmup 1"
 else
   TRAINER="trainer=gpu"
   DEVICE=cuda; BATCH=32; SIZE=512; CIN_SIZE=1024; CIN_BATCH=16; REPS=5
+  GAN_BENCH=""
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "no CUDA device: run with --dry-run on a CPU machine"; exit 2; }
   "$PY" -c "import torch; print(torch.cuda.get_device_name(0))" > "$OUT/device.txt"
@@ -67,7 +69,7 @@ step style_transfer bench_cin 150 "" -- \
   "$PY" scripts/bench_style.py --device "$DEVICE" --methods cin arbitrary_cin --sizes "$CIN_SIZE" \
   --batch "$CIN_BATCH" --reps "$REPS" --out "$OUT/bench_cin.json"
 step gan bench 120 "" -- \
-  "$PY" scripts/bench_gan.py --device "$DEVICE" --out "$OUT/bench_gan.json"
+  "$PY" scripts/bench_gan.py --device "$DEVICE" $GAN_BENCH --out "$OUT/bench_gan.json"
 
 {
   echo "# GPU check $(date -u +%Y-%m-%d) on $( [ "$DRY" = 1 ] && echo "CPU (dry run)" || cat "$OUT/device.txt")"
