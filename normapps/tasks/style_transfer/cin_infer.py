@@ -34,9 +34,9 @@ from normapps.tasks.style_transfer.cin_transformer import STRIDE
 from normapps.tasks.style_transfer.infer import (
     _as_list,
     _batches,
+    batch_mask,
     common_root,
-    output_path,
-    save_png,
+    save_stylized,
     to_tensor,
 )
 from normapps.tasks.style_transfer.onnx_ports import NUM_PACKAGED_STYLES
@@ -259,18 +259,12 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     run_time, n_images = Duration.started(device=device), 0
     for group in _batches(opts.contents, opts.content_size, opts.batch_size, skipped):
         content = torch.stack([t for _, t in group])
-        mask = None
-        if opts.mask is not None:
-            m = opts.mask.resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
-            mask = to_tensor(m).unsqueeze(0)
+        mask = batch_mask(opts.mask, content)
         second = {"mixture_b" if opts.method == "cin" else "embedding_b": codes[1]} if mask is not None else {}
         out = pipe.stylize(content, codes[0], mask=mask, alpha=opts.alpha,
                            preserve_color=opts.preserve_color, **second)
-        for (path, _), image in zip(group, out):
-            target = output_path(output_dir, Path(path).resolve(), root, opts.labels)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_png(image, target)
-            outputs.append(str(target))
+        outputs += save_stylized(out, [p for p, _ in group], output_dir=output_dir, root=root,
+                                 labels=opts.labels)
         n_images += len(group)
     seconds = run_time.stop()
     log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)

@@ -287,6 +287,25 @@ def output_path(output_dir: Path, content: Path, root: Path, styles: list[str]) 
     return output_dir / content.parent.relative_to(root) / output_name(content, styles)
 
 
+def batch_mask(mask: Image.Image | None, content: torch.Tensor) -> torch.Tensor | None:
+    """The greyscale two-style mask resized to the batch's images, (1, 1, H, W)."""
+    if mask is None:
+        return None
+    return to_tensor(mask.resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)).unsqueeze(0)
+
+
+def save_stylized(images: torch.Tensor, paths: list, *, output_dir: Path, root: Path,
+                  labels: list[str]) -> list[str]:
+    """Write one PNG per stylized content where :func:`output_path` puts it; the paths written."""
+    written = []
+    for path, image in zip(paths, images):
+        target = output_path(output_dir, Path(path).resolve(), root, labels)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image, target)
+        written.append(str(target))
+    return written
+
+
 def common_root(contents: list[Path]) -> Path:
     return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in contents]))
 
@@ -347,17 +366,12 @@ def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str,
     for group in groups:
         paths = [p for p, _ in group]
         content = torch.stack([t for _, t in group])
-        mask = None
-        if opts.mask is not None:
-            m = opts.mask.resize((content.shape[-1], content.shape[-2]), Image.BILINEAR)
-            mask = to_tensor(m).unsqueeze(0).expand(len(group), -1, -1, -1)
+        mask = batch_mask(opts.mask, content)
+        if mask is not None:
+            mask = mask.expand(len(group), -1, -1, -1)
         out = stylizer.stylize(content, codes, weights=opts.weights, mask=mask,
                                alpha=opts.alpha, preserve_color=opts.preserve_color)
-        for path, image in zip(paths, out):
-            target = output_path(output_dir, Path(path).resolve(), root, opts.styles)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_png(image, target)
-            outputs.append(str(target))
+        outputs += save_stylized(out, paths, output_dir=output_dir, root=root, labels=opts.styles)
         n_images += len(group)
     seconds = run_time.stop()
     log.info("stylized %d image(s) in %.2f s into %s", n_images, seconds, output_dir)
