@@ -6,6 +6,7 @@ measure their accuracy through here."""
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -14,18 +15,31 @@ from torch import nn
 
 from normapps.data.labelled_folder import load_image_folder
 from normapps.platform.inference import require_finite
-from normapps.platform.options import int_option, text_option
+from normapps.platform.options import TaskOptions, int_option, text_option
 
 
-def image_infer_options(cfg, *, ckpt_hint: str) -> tuple[str, str, int]:
-    """``(ckpt_path, input, batch_size)`` of an infer run over images, checked before anything
-    loads; ``ckpt_hint`` says which file ``ckpt_path`` should be."""
+@dataclass(frozen=True)
+class ImageInferOptions(TaskOptions):
+    """The options of an infer run over images (classification, slimming, quantization),
+    checked together before anything loads."""
+    ckpt_path: str
+    input: str
+    batch_size: int
+    # None: the size the model was trained at (tasks that let the user resize)
+    image_size: int | None = None
+
+
+def image_infer_options(cfg, *, ckpt_hint: str) -> ImageInferOptions:
+    """The checked :class:`ImageInferOptions` of ``cfg``; ``ckpt_hint`` says which file
+    ``ckpt_path`` should be."""
     if not cfg.get("ckpt_path"):
         raise ValueError(f"ckpt_path is required: {ckpt_hint}")
     ckpt_path = text_option(cfg, "ckpt_path")
     if cfg.get("input") is None:
         raise ValueError("input is required: an image file, folder or glob")
-    return ckpt_path, text_option(cfg, "input"), int_option(cfg, "batch_size", min=1)
+    image_size = int_option(cfg, "image_size", min=1, allow_none=True) if "image_size" in cfg else None
+    return ImageInferOptions(ckpt_path=ckpt_path, input=text_option(cfg, "input"),
+                             batch_size=int_option(cfg, "batch_size", min=1), image_size=image_size)
 
 
 @torch.inference_mode()

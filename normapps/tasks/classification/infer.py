@@ -9,7 +9,6 @@ from omegaconf import DictConfig
 
 from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
-from normapps.platform.options import int_option
 from normapps.platform.predict import classify_folder, image_infer_options
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,9 @@ def pick_image_size(requested: int | None, trained: int | None) -> int:
 
 
 def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
-    ckpt_path, spec, batch_size = image_infer_options(
+    opts = image_infer_options(
         cfg, ckpt_hint="a checkpoint holding a classifier (task=classification, slimming, domain_adaptation)")
-    requested = int_option(cfg, "image_size", min=1, allow_none=True)
+    ckpt_path, spec, batch_size, requested = opts.ckpt_path, opts.input, opts.batch_size, opts.image_size
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
     module = load_module(ckpt_path, expected_network="classifier")
     size = pick_image_size(requested, trained_image_size(module))

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, *, device: torch.device, output_dir: Path) -> dict[str, Any]:
     from normapps.tasks.quantization.artifact import load_quantized, quantized_meta
 
-    ckpt_path, spec, batch_size = image_infer_options(
-        cfg, ckpt_hint="the quantized.pt written by train.py task=quantization")
+    opts = image_infer_options(cfg, ckpt_hint="the quantized.pt written by train.py task=quantization")
+    ckpt_path, spec, batch_size = opts.ckpt_path, opts.input, opts.batch_size
     quantized_meta(safe_load(ckpt_path), ckpt_path)  # refuse a bad or foreign file before listing images
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the rebuild
     if device.type != "cpu":

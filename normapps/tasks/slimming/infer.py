@@ -11,15 +11,14 @@ from omegaconf import DictConfig
 
 from normapps.data.image_io import check_image_input
 from normapps.platform.checkpoint import load_module
-from normapps.platform.options import int_option
 from normapps.platform.profiling import count_flops, count_parameters
 from normapps.platform.predict import classify_folder, image_infer_options
 from normapps.tasks.slimming.prune import bn_widths
 
 
 def run(cfg: DictConfig, *, device, output_dir: Path) -> dict:
-    ckpt_path, spec, batch_size = image_infer_options(cfg, ckpt_hint="a checkpoint written by task=slimming")
-    requested = int_option(cfg, "image_size", min=1, allow_none=True)
+    opts = image_infer_options(cfg, ckpt_hint="a checkpoint written by task=slimming")
+    ckpt_path, spec, batch_size, requested = opts.ckpt_path, opts.input, opts.batch_size, opts.image_size
     check_image_input(spec, option="input")  # a missing or unreadable input fails before the model loads
     module = load_module(ckpt_path, expected_task="slimming")
     size = requested or int(module.image_size)
