@@ -361,7 +361,8 @@ def _combined_table(ctx: RunContext, rows: list[dict], pruned_name: str, pruned_
     for label, name in order:
         r = dict(by_name[name])
         r = {"model": label, "recipe": name, **{k: v for k, v in r.items() if k != "model"}}
-        for bs in (1, 64):
+        for bs in (1, 64):  # ratio of the medians of one round-robin (the rows' own speedup_bs
+            # columns are against the pruned float model, the run's reference)
             r[f"speedup_bs{bs}"] = base[f"latency_ms_bs{bs}"] / r[f"latency_ms_bs{bs}"]
         r["acc_drop_points"] = 100 * (base["accuracy"] - r["accuracy"])
         table.append(r)
