@@ -48,16 +48,22 @@ def test_sigint_writes_last_ckpt_at_the_end_of_the_batch_and_stops(tmp_path, one
 
 
 def test_a_second_sigint_stops_at_once():
+    # Python's own SIGINT handler, whatever this process was started with (a background job of
+    # a non-interactive shell starts with SIGINT ignored)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
     cb = LastCheckpoint()
-    cb._install_handlers()
     try:
-        os.kill(os.getpid(), signal.SIGINT)  # the first only asks for a save at the batch end
-        assert cb._signum == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+        cb._install_handlers()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the first only asks for a save at the batch end
+            assert cb._signum == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            cb._restore_handlers()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
-        cb._restore_handlers()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, started_with)
 
 
 def test_timed_last_ckpt_between_validations(tmp_path, one_thread):
