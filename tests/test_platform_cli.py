@@ -64,6 +64,7 @@ def test_resume_gives_the_same_weights(tmp_path):
     assert any(not torch.equal(early["state_dict"][k], v) for k, v in full["state_dict"].items())
 
 
+@pytest.mark.slow  # ~30 s; the default suite runs DDP through train.py in test_gan_cli
 def test_ddp_two_cpu_processes(tmp_path):
     summary = train(tmp_path / "ddp", "task=classification", "logger=none", "model.width=8",
                     "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
