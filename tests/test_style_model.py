@@ -255,14 +255,11 @@ def test_int8_path_is_quantized_and_within_35_db_of_fp32(nets):
 def test_int8_with_the_shipped_networks_stays_within_35_db_of_fp32():
     """The trained networks, not random ones: with the decoder's first conv quantized (its input,
     the AdaIN target, spans the style's per-channel scales) int8 measured 26-30 dB here."""
-    from omegaconf import OmegaConf
-
     from normapps.data.bundled import bundled_image
-    from normapps.tasks.style_transfer.infer import load_networks, resize_shorter, to_tensor
+    from normapps.tasks.style_transfer.infer import load_shipped_networks, resize_shorter, to_tensor
 
     try:
-        enc, dec, unbiased = load_networks(OmegaConf.create(
-            {"ckpt_path": None, "encoder_weights": None, "decoder_weights": None}))
+        enc, dec, unbiased = load_shipped_networks()
     except ValueError as err:
         pytest.skip(f"shipped decoder or its encoder not installed: {err}")
     enc, dec = copy.deepcopy(enc).float(), copy.deepcopy(dec).float()

@@ -22,7 +22,6 @@ from normapps.data.image_io import list_images, load_image, readable_images
 from normapps.platform.checkpoint import CheckpointError, checkpoint_meta, load_module, safe_load
 from normapps.platform.cpu_memory import keep_freed_memory
 from normapps.platform.measure import Duration
-from normapps.platform.options import TaskOptions
 from normapps.tasks.style_transfer.cin_stylize import (
     CIN_METHODS,
     ArbitraryCINStylizer,
@@ -34,6 +33,7 @@ from normapps.tasks.style_transfer.cin_transformer import STRIDE
 from normapps.tasks.style_transfer.infer import (
     _as_list,
     _batches,
+    StylizeOptions,
     batch_mask,
     common_root,
     save_stylized,
@@ -86,30 +86,16 @@ def _indices(value) -> list[int] | None:
 
 
 @dataclass(frozen=True)
-class CINInferOptions(TaskOptions):
+class CINInferOptions(StylizeOptions):
     """method=cin / arbitrary_cin: every option and input, checked together before the network
     loads (precision against the device, tile size against the transformer's stride, the
     checkpoint's class and style count against the styles asked for)."""
-    method: str
-    device: torch.device | None
-    precision: str
-    compile: bool
-    channels_last: bool
-    tile_size: int
-    batch_size: int
-    content_size: int
-    alpha: float
-    preserve_color: bool
     keep_freed_memory: bool
     predict_size: int
     ckpt_path: str | None
     # the checkpoint's hyper-parameters ({} for the packaged networks)
     hparams: dict[str, Any]
-    weights: list[float] | None
     labels: list[str]
-    contents: list[Path]
-    skipped: list[str]
-    mask: Image.Image | None
     # method=cin: the styles of the network used, and how many it has
     indices: list[int] | None = None
     num_styles: int | None = None

@@ -59,10 +59,9 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class StyleInferOptions(TaskOptions):
-    """method=adain / wct: every option and input, checked together before any weights load
-    (the precision against the device it will run on, the tile size against the encoder's
-    stride, the weight files against each other)."""
+class StylizeOptions(TaskOptions):
+    """What every style-transfer method's inference takes: how it runs and what it stylizes.
+    Each method family adds its own fields (:class:`StyleInferOptions`, ``CINInferOptions``)."""
     method: str
     device: torch.device | None
     precision: str
@@ -71,18 +70,25 @@ class StyleInferOptions(TaskOptions):
     tile_size: int
     batch_size: int
     content_size: int
-    style_size: int
     alpha: float
     preserve_color: bool
+    weights: list[float] | None
+    mask: Image.Image | None
+    contents: list[Path]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class StyleInferOptions(StylizeOptions):
+    """method=adain / wct: every option and input, checked together before any weights load
+    (the precision against the device it will run on, the tile size against the encoder's
+    stride, the weight files against each other)."""
+    style_size: int
     # null: the checkpoint's own setting
     unbiased: bool | None
     styles: list[str]
     style_images: list[Image.Image]
-    weights: list[float] | None
-    mask: Image.Image | None
     content: str
-    contents: list[Path]
-    skipped: list[str]
     plan: "WeightsPlan"
 
 
@@ -228,6 +234,13 @@ def check_encoder_source(needs: EncoderInfo, *, what: str) -> None:
     if needs.sha256 and actual != needs.sha256:
         raise ValueError(f"{what} was trained with {needs.entry} of sha256 {needs.sha256[:12]}, "
                          f"but {where} has sha256 {actual[:12]}")
+
+
+def load_shipped_networks() -> tuple[VGGEncoder, Decoder, bool]:
+    """The shipped decoder with the encoder it was trained with (what ``infer.py`` uses without
+    ``ckpt_path`` or weight files); ``ValueError`` naming what is missing when not installed."""
+    return load_networks(OmegaConf.create({"ckpt_path": None, "encoder_weights": None,
+                                           "decoder_weights": None}))
 
 
 def load_networks(cfg: DictConfig, plan: WeightsPlan | None = None) -> tuple[VGGEncoder, Decoder, bool]:
