@@ -81,6 +81,12 @@ class StyleService:
     def __init__(self, *, ckpt: str | None = None, device: str = "auto", precision: str = "auto") -> None:
         from normapps.platform.inference import resolve_device
 
+        # Import the runners here, in the thread that builds the service: Gradio serves each
+        # event in its own worker thread, and two threads importing the style-transfer package
+        # at once can see a partially initialized module (a demo test caught it, 1 run in 15).
+        import normapps.tasks.style_transfer.bundled_styles  # noqa: F401
+        import normapps.tasks.style_transfer.infer  # noqa: F401
+
         self.ckpt = ckpt
         self.device = resolve_device(device)
         self.precision = precision
