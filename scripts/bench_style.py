@@ -36,6 +36,7 @@ import torch
 from normapps.platform.inference import resolve_device
 from normapps.platform.measure import duration, round_robin
 from normapps.tasks.style_transfer.decoder import Decoder
+from normapps.tasks.style_transfer.int8_calibration import square_photo as photo
 from normapps.tasks.style_transfer.stylize import Stylizer
 from normapps.tasks.style_transfer.vgg import VGGEncoder
 
@@ -58,7 +59,9 @@ MODES = {  # name: (precision, channels_last, torch.compile)
     "bf16 channels_last compiled": ("bf16", True, True),
     "int8 channels_last": ("int8", True, False),
 }
-CALIBRATION_IMAGES = ("chelsea", "coffee", "rocket")
+# What precision=auto resolves to (Stylizer.precision_name) -> the mode that measures it.
+AUTO_MODE = {"int8": "int8 channels_last", "bfloat16": "bf16 autocast channels_last",
+             "float16": "bf16 autocast channels_last", "float32": "fp32 channels_last"}
 
 
 def he_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -93,23 +96,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def photo(name: str, size: int) -> torch.Tensor:
-    """A bundled photograph, shorter side resized to ``size`` and centre-cropped square."""
-    import torchvision.transforms.functional as TF
-
-    from normapps.data.bundled import skimage_image
-
-    img = TF.center_crop(TF.resize(skimage_image(name), size, antialias=True), size)
-    return TF.to_tensor(img).unsqueeze(0)
-
-
 def bench_inference(sizes, batch, reps, device, no_compile=False, arch="vgg16") -> list[dict]:
     """Every path at one size is timed by the platform's round-robin timer against fp32 NCHW
     (each path its own copy of the networks: a Stylizer puts them in its memory format)."""
     rows = []
     enc, dec, weights = bench_networks(arch)
     print(json.dumps({"weights": weights}), flush=True)
-    calibration = [photo(name, 256) for name in CALIBRATION_IMAGES]
+    probe = Stylizer(copy.deepcopy(enc), copy.deepcopy(dec), device=device, precision="auto", tile_size=0)
+    default_mode = AUTO_MODE[probe.precision_name]
+    del probe
+    print(json.dumps({"precision=auto runs": default_mode}), flush=True)
     for size in sizes:
         content = photo("astronaut", size).expand(batch, -1, -1, -1).contiguous()
         style = photo("gravel", size)
@@ -133,9 +129,12 @@ def bench_inference(sizes, batch, reps, device, no_compile=False, arch="vgg16") 
                           channels_last=cl, tile_size=0, compile=comp)
             code = st.encode_style(style)
             if precision == "int8":
+                # The bundled calibration photos precision=auto uses (int8_calibration.py);
+                # never the timed content astronaut or the style.
                 with duration() as calibrating:
-                    st.calibrate_int8(calibration, [code])
-                print(json.dumps({"size": size, "int8_calibration_s": round(calibrating.seconds, 1)}))
+                    st.calibrate_int8([code])
+                print(json.dumps({"size": size, "int8_calibration_s": round(calibrating.seconds, 1),
+                                  "encoder": st.int8_source}))
             calls[name] = functools.partial(st.stylize, content, [code])
             with duration(device=device) as call:  # warm-up (oneDNN primitives; compilation)
                 outputs[name] = calls[name]().cpu()
@@ -146,7 +145,8 @@ def bench_inference(sizes, batch, reps, device, no_compile=False, arch="vgg16") 
                          "images_per_s": round(batch / t.median_s, 3),
                          "speedup_vs_fp32_nchw": round(t.speedup, 2),
                          "psnr_vs_fp32_db": round(psnr(outputs[name], outputs["fp32 NCHW"]), 1),
-                         "first_call_s": round(first[name], 1), "weights": weights})
+                         "first_call_s": round(first[name], 1), "weights": weights,
+                         "default": name == default_mode})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -1,5 +1,13 @@
+import atexit
 import os
+import shutil
+import tempfile
 
+# The suite's own int8 calibration cache (and any other normapps cache): never the user's, and
+# shared by the CLI subprocesses of one session so each encoder is calibrated once.
+if "NORMAPPS_CACHE" not in os.environ:
+    os.environ["NORMAPPS_CACHE"] = tempfile.mkdtemp(prefix="normapps-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["NORMAPPS_CACHE"], True)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -366,6 +366,14 @@ def test_shipped_decoder_loads_weights_only_and_stylizes_a_bundled_photo_via_inf
           f"style={tmp_path / 'style.png'}", "content_size=256", "style_size=256")
     record = __import__("json").loads((out / "inference.json").read_text())
     assert record["weights"].startswith("shipped decoder adain_decoder_bundled")
+    # The default path: int8 on CPUs with VNNI (the encoder's calibration cached, the decoder's
+    # for this style), else bf16 where native, else fp32; the checks below hold for all of them.
+    from normapps.platform.hardware import cpu_has_native_bf16, cpu_has_vnni
+
+    expected = "int8" if cpu_has_vnni() else "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert record["precision"] == expected
+    if expected == "int8":
+        assert record["int8_calibration_s"] > 0
     result = np.asarray(Image.open(record["outputs"][0]).convert("RGB"), dtype=np.float32) / 255
     c = np.asarray(content.resize(result.shape[1::-1]), dtype=np.float32) / 255
     s = np.asarray(style, dtype=np.float32) / 255

@@ -26,7 +26,8 @@ from normapps.platform.hardware import cpu_has_vnni
 
 __all__ = [
     "INT8_BACKENDS", "calibrate", "set_int8_engine", "cpu_has_vnni", "qconfig_mapping",
-    "prepare_fx_model", "convert_fx_model", "quantize_fx", "unshare_modules",
+    "prepare_fx_model", "convert_fx_model", "quantize_fx", "observer_state", "load_observer_state",
+    "Autocast", "autocast_submodules", "unshare_modules",
     "prepare_pt2e_model", "convert_pt2e_model", "quantize_pt2e", "compile_int8",
 ]
 
@@ -133,6 +134,55 @@ def quantize_fx(model: nn.Module, batches: Iterable[Any], *, example: torch.Tens
                                 float_modules=float_modules)
     calibrate(prepared, batches, max_batches=max_batches)
     return convert_fx_model(prepared)
+
+
+_OBSERVER = "activation_post_process"
+
+
+def observer_state(prepared: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The activation observers' buffers of a calibrated ``prepare_fx_model`` graph (histograms,
+    min/max): plain tensors, so they save and load with ``weights_only=True``, and with the same
+    float model they rebuild the same int8 model without the calibration data."""
+    return {k: v.detach().clone() for k, v in prepared.state_dict().items() if _OBSERVER in k}
+
+
+def load_observer_state(prepared: torch.fx.GraphModule, state: dict[str, torch.Tensor]) -> None:
+    """Put saved observer buffers into a freshly prepared graph of the same model; a state from
+    another model (other observers or shapes) raises ValueError naming the first difference."""
+    expected = observer_state(prepared)
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(f"observer state does not fit this model: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or value.shape != expected[key].shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"observer state does not fit this model: {key} is {got}, "
+                             f"expected {tuple(expected[key].shape)}")
+    prepared.load_state_dict(state, strict=False)
+
+
+class Autocast(nn.Module):
+    """Runs ``module`` under autocast to ``dtype`` and returns float32: a layer an int8 graph
+    keeps in float (``float_modules``) then costs a bf16 conv instead of an fp32 one."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.module(x).float()
+
+
+def autocast_submodules(gm: torch.fx.GraphModule, names: Iterable[str],
+                        dtype: torch.dtype = torch.bfloat16) -> torch.fx.GraphModule:
+    """Wrap the float submodules ``names`` of a converted graph in :class:`Autocast`, in place."""
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = gm.get_submodule(parent) if parent else gm
+        setattr(owner, leaf, Autocast(gm.get_submodule(name), dtype))
+    return gm
 
 
 # ----------------------------------------------------------------------------- pt2e (torchao)

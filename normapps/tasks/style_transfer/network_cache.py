@@ -8,10 +8,11 @@ format and run them under no_grad, never change their weights.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-_CACHE: dict[tuple, Any] = {}
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -23,11 +24,20 @@ def file_key(path: str | Path | None) -> tuple:
     return (str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def cached(key: tuple, build: Callable[[], Any]) -> Any:
+def cached(key: tuple, build: Callable[[], Any], *, max_entries: int | None = None) -> Any:
+    """``build()`` once per ``key``. ``max_entries``: keep at most that many entries whose key
+    starts with this key's first element (least recently used first out), for things built
+    per request such as int8 decoders calibrated per style."""
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = build()
-        return _CACHE[key]
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        _CACHE[key] = value = build()
+        if max_entries is not None:
+            group = [k for k in _CACHE if k[:1] == key[:1]]
+            for old in group[: max(0, len(group) - max_entries)]:
+                del _CACHE[old]
+        return value
 
 
 def clear() -> None:

@@ -4,6 +4,7 @@ mixed precision and channels_last, and tiled encode/decode for very large images
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,15 +15,18 @@ from torch import nn
 from normapps.norm import adain_from_stats, calc_mean_std, wct
 from normapps.platform.compile import compile_frozen
 from normapps.platform.hardware import cpu_has_native_bf16, cpu_has_vnni
+from normapps.tasks.style_transfer import network_cache
 from normapps.tasks.style_transfer.decoder import DECODER_MARGIN, DECODER_SCALE
+from normapps.tasks.style_transfer.int8_calibration import (DECODER_PHOTOS, ENCODER_PHOTOS,
+                                                            calibration_photos, calibration_size,
+                                                            load_cached_observers, module_digest,
+                                                            observer_key, save_observers,
+                                                            tensors_digest)
 from normapps.tasks.style_transfer.tiling import tiled_apply
 from normapps.tasks.style_transfer.vgg import ENCODER_MARGIN, ENCODER_STRIDE
 
 METHODS = ("adain", "wct")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-# Shorter side the int8 calibration images are resized to: activation ranges barely depend on
-# image size, and a calibration pass at 512 would cost as much as stylizing several images.
-INT8_CALIBRATION_SIZE = 256
 
 
 @dataclass
@@ -62,6 +66,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
+def auto_int8(device: torch.device, *, method: str, compile: bool = False) -> bool:
+    """Whether ``precision=auto`` runs int8: AdaIN, eager, on a CPU with VNNI, where int8 is
+    about 3x fp32 NCHW at 36-41 dB against fp32 (docs/tasks/style_transfer.md); the
+    encoder's calibration is cached, so a run pays only the decoder's (about 1 s per style)."""
+    return device.type == "cpu" and method == "adain" and not compile and cpu_has_vnni()
+
+
 def match_color(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Give ``image`` (N, 3, H, W) the per-sample RGB mean and covariance of ``reference``
     (same N, any size): the whitening-colouring transform applied to pixels (core ``wct``)."""
@@ -91,9 +102,15 @@ class Stylizer:
             raise ValueError(f"tile_size={tile_size}: use 0 (no tiling) or a multiple of 8 >= 64")
         self.device = torch.device(device)
         check_precision(precision, compile=compile, device=self.device)
-        self.dtype = resolve_precision(precision, self.device)
-        self.int8 = precision == "int8"
+        self.int8 = precision == "int8" or (
+            precision == "auto" and auto_int8(self.device, method=method, compile=compile))
+        self.dtype = None if self.int8 else resolve_precision(precision, self.device)
         self.int8_ready = False
+        self.int8_source: str | None = None  # "calibrated" | "cached calibration" (the encoder)
+        self._int8_styles: str | None = None  # the styles the int8 decoder was calibrated for
+        self._digests: dict[str, str] = {}
+        # The layers int8 keeps float run in bf16 where the CPU has native bf16.
+        self._float_dtype = torch.bfloat16 if self.device.type == "cpu" and cpu_has_native_bf16() else None
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder = encoder.to(self.device, memory_format=self.memory_format).eval()
@@ -108,42 +125,110 @@ class Stylizer:
         return "int8" if self.int8 else str(self.dtype or torch.float32).replace("torch.", "")
 
     # --- int8 ----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def calibrate_int8(self, contents: Sequence[torch.Tensor], styles: Sequence[StyleCode]) -> None:
-        """Quantize encoder and decoder to int8 (per-channel weights, histogram-calibrated
-        activations) from ``contents`` (each (N, 3, H, W)) and the decoder inputs they give with
-        ``styles``. Styles stay encoded in fp32, so their statistics lose nothing."""
-        from normapps.platform.int8 import quantize_fx
+    def _digest(self, name: str) -> str:
+        if name not in self._digests:
+            self._digests[name] = module_digest(getattr(self, name))
+        return self._digests[name]
 
-        if not self.int8:
-            raise RuntimeError("calibrate_int8 needs a Stylizer built with precision='int8'")
-        if not contents or not styles:
-            raise ValueError("int8 calibration needs at least one content image and one style")
-        images = [self._fmt(self._calibration_size(c.to(self.device))) for c in contents]
-        feats = [self.encoder(x) for x in images]
-        targets = [self._fmt(self.target(f, [code])) for f in feats for code in styles]
+    def _int8_settings(self) -> tuple:
+        return (self.channels_last, not cpu_has_vnni(), str(self._float_dtype))
+
+    def _quantized_encoder(self, photos: Sequence[torch.Tensor] | None = None) -> nn.Module:
+        """The int8 encoder: calibrated on ``photos``, or by default on the bundled
+        ENCODER_PHOTOS, whose observers are cached on disk (first run) and the quantized module
+        in this process (later Stylizers of the same encoder)."""
+        from normapps.platform.int8 import (autocast_submodules, calibrate, convert_fx_model,
+                                            load_observer_state, observer_state, prepare_fx_model,
+                                            set_int8_engine)
+
+        net = _Forward(self.encoder)
+        last = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)][-1]
         reduce_range = not cpu_has_vnni()
-        self._encoder_fn = quantize_fx(_Forward(self.encoder), images, example=images[0],
-                                       reduce_range=reduce_range)
-        # The decoder's first conv stays float: its input is the AdaIN target, whose 512
-        # channels carry the style's very different scales; one uint8 scale for all of them cost
-        # 7 dB (shipped decoder, 512 px: 29.8 dB against fp32 with it quantized, 36.9 without).
-        first = next(n for n, m in _Forward(self.decoder).named_modules() if isinstance(m, nn.Conv2d))
-        self._decoder_fn = quantize_fx(_Forward(self.decoder), targets, example=targets[0],
-                                       reduce_range=reduce_range, float_modules=[first])
-        self.int8_ready = True
+
+        def build() -> nn.Module:
+            set_int8_engine()
+            example = self._fmt(torch.zeros(1, 3, 64, 64, device=self.device))
+            prepared = prepare_fx_model(net, example, reduce_range=reduce_range, float_modules=[last])
+            key = None if photos is not None else observer_key("encoder", self._digest("encoder"))
+            state = load_cached_observers(key) if key else None
+            if state is not None:
+                try:
+                    load_observer_state(prepared, state)
+                    self.int8_source = "cached calibration"
+                except ValueError as err:
+                    warnings.warn(f"int8 calibration cache {key}: {err}; calibrating again")
+                    state = None
+            if state is None:
+                images = photos if photos is not None else calibration_photos(ENCODER_PHOTOS)
+                calibrate(prepared, [self._fmt(calibration_size(x.to(self.device))) for x in images])
+                self.int8_source = "calibrated"
+                if key:
+                    save_observers(key, observer_state(prepared))
+            gm = convert_fx_model(prepared)
+            return autocast_submodules(gm, [last], self._float_dtype) if self._float_dtype else gm
+
+        if photos is not None:
+            return build()
+        self.int8_source = "kept from an earlier run in this process"
+        return network_cache.cached(("int8-encoder", self._digest("encoder"), *self._int8_settings()),
+                                    build, max_entries=2)
+
+    def _quantized_decoder(self, styles: Sequence[StyleCode],
+                           photos: Sequence[torch.Tensor] | None = None) -> nn.Module:
+        """An int8 decoder for these styles, calibrated on the AdaIN targets they give with
+        ``photos`` (default: the bundled DECODER_PHOTOS; kept per style set in this process)."""
+        from normapps.platform.int8 import autocast_submodules, quantize_fx
+
+        net = _Forward(self.decoder)
+        first = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+
+        def build() -> nn.Module:
+            images = photos if photos is not None else calibration_photos(DECODER_PHOTOS)
+            feats = [self.encoder(self._fmt(calibration_size(x.to(self.device)))) for x in images]
+            targets = [self._fmt(self.target(f, [code])) for f in feats for code in styles]
+            gm = quantize_fx(net, targets, example=targets[0], reduce_range=not cpu_has_vnni(),
+                             float_modules=[first])
+            return autocast_submodules(gm, [first], self._float_dtype) if self._float_dtype else gm
+
+        if photos is not None:
+            return build()
+        key = ("int8-decoder", self._digest("decoder"), self._digest("encoder"), self._style_key(styles),
+               self.method, self.unbiased, self.eps, *self._int8_settings())
+        return network_cache.cached(key, build, max_entries=8)
 
     @staticmethod
-    def _calibration_size(x: torch.Tensor) -> torch.Tensor:
-        short = min(x.shape[-2:])
-        if short <= INT8_CALIBRATION_SIZE:
-            return x.float()
-        size = [max(ENCODER_STRIDE, round(d * INT8_CALIBRATION_SIZE / short)) for d in x.shape[-2:]]
-        return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    def _style_key(styles: Sequence[StyleCode]) -> str:
+        return tensors_digest([t for s in styles for t in (s.mean, s.std)])
+
+    @torch.no_grad()
+    def calibrate_int8(self, styles: Sequence[StyleCode], *,
+                       photos: Sequence[torch.Tensor] | None = None) -> None:
+        """Quantize encoder and decoder to int8 (per-channel weights, histogram-calibrated
+        activations) for ``styles``. ``stylize`` does this by itself when it meets new styles;
+        call it to time the calibration apart. ``photos`` (each (N, 3, H, W)) replace the
+        bundled calibration photos of both networks (then nothing is cached). Styles stay
+        encoded in fp32, so their statistics lose nothing."""
+        if not self.int8:
+            raise RuntimeError("calibrate_int8 needs a Stylizer built with precision='int8' "
+                               "(or 'auto' on a CPU with VNNI)")
+        if not styles:
+            raise ValueError("int8 calibration needs at least one style")
+        if photos is not None and not photos:
+            raise ValueError("int8 calibration photos: got an empty list")
+        if photos is not None or self._encoder_fn is self.encoder:
+            self._encoder_fn = self._quantized_encoder(photos)
+        self._decoder_fn = self._quantized_decoder(styles, photos)
+        self._int8_styles = None if photos is not None else self._style_key(styles)
+        self.int8_ready = True
+
+    def _ensure_int8(self, styles: Sequence[StyleCode]) -> None:
+        if self.int8 and (not self.int8_ready or (self._int8_styles is not None
+                                                  and self._int8_styles != self._style_key(styles))):
+            self.calibrate_int8(styles)
 
     def _check_int8(self) -> None:
         if self.int8 and not self.int8_ready:
-            raise RuntimeError("precision=int8: call calibrate_int8(contents, styles) before stylizing")
+            raise RuntimeError("precision=int8: call calibrate_int8(styles) or stylize() first")
 
     # --- precision / layout ------------------------------------------------------------------
     def _autocast(self):
@@ -235,6 +320,7 @@ class Stylizer:
                 alpha: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
         """(N, 3, H, W) contents in [0, 1] -> stylized (N, 3, H, W) in [0, 1], float32."""
         content = content.to(self.device)
+        self._ensure_int8(styles)
         c = self.encode(content)
         t = self.target(c, styles, weights=weights, mask=mask, alpha=alpha)
         del c
