@@ -120,9 +120,16 @@ def _qat_per_tensor():
 
 
 def convert_fx_model(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    import warnings
+
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    return convert_fx(copy.deepcopy(prepared).eval())
+    # torch 2.15 warns on every quantized weight it creates that quint8/qint8 tensors are
+    # deprecated (pytorch#184982): said once per conv on each int8 run, it says nothing a user
+    # can act on; the pt2e backend here is the maintained route.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        return convert_fx(copy.deepcopy(prepared).eval())
 
 
 def quantize_fx(model: nn.Module, batches: Iterable[Any], *, example: torch.Tensor,
