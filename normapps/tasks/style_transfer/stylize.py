@@ -185,7 +185,14 @@ class Stylizer:
         def build() -> nn.Module:
             images = photos if photos is not None else calibration_photos(DECODER_PHOTOS)
             feats = [self.encoder(self._fmt(calibration_size(x.to(self.device)))) for x in images]
-            targets = [self._fmt(self.target(f, [code])) for f in feats for code in styles]
+            if photos is None:
+                # One pass per photo or per style, whichever is more (photo k with style k),
+                # not every pair: each pass through the observed decoder costs ~0.5 s at 256 px.
+                n = max(len(feats), len(styles))
+                pairs = [(feats[k % len(feats)], styles[k % len(styles)]) for k in range(n)]
+            else:
+                pairs = [(f, code) for f in feats for code in styles]
+            targets = [self._fmt(self.target(f, [code])) for f, code in pairs]
             gm = quantize_fx(net, targets, example=targets[0], reduce_range=not cpu_has_vnni(),
                              float_modules=[first])
             return autocast_submodules(gm, [first], self._float_dtype) if self._float_dtype else gm
