@@ -7,7 +7,7 @@ held-out (content, style) pairs (docs/tasks/style_transfer.md, "int8"):
 
 * The encoder's activation ranges do not depend on the style, so it is calibrated once on
   bundled photos (:data:`ENCODER_PHOTOS`) and its observers are cached on disk, keyed by the
-  encoder's weights and torch's version (:func:`cached_observers`).
+  encoder's weights and torch's version (:func:`load_cached_observers`, :func:`save_observers`).
 * The decoder's do: its input is the AdaIN target, which carries the style's statistics. Each
   style set calibrates its own decoder on :data:`DECODER_PHOTOS` (two photos at 256 px, about
   1 s): 44-47 dB decoder-only, against 36-40 dB for one decoder calibrated on a fixed style set.
@@ -19,7 +19,6 @@ held-out (content, style) pairs (docs/tasks/style_transfer.md, "int8"):
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from normapps.tasks.style_transfer.vgg import ENCODER_STRIDE
 
 # Bundled photos (scikit-image / scikit-learn samples) the encoder is calibrated on. astronaut,
 # coffee and motorcycle, the photos the benchmark and the docs evaluate on, are left out.
@@ -62,27 +61,27 @@ def calibration_size(x: torch.Tensor, size: int = CALIBRATION_SIZE) -> torch.Ten
     short = min(x.shape[-2:])
     if short <= size:
         return x.float()
-    shape = [max(8, round(d * size / short)) for d in x.shape[-2:]]
+    shape = [max(ENCODER_STRIDE, round(d * size / short)) for d in x.shape[-2:]]
     return F.interpolate(x.float(), size=shape, mode="bilinear", antialias=True, align_corners=False)
 
 
-def module_digest(module: nn.Module) -> str:
-    """A short fingerprint of a module's weights (names, shapes, values): the cache key of
-    anything derived from them, so a retrained decoder never meets a stale calibration."""
+def tensors_digest(tensors, names=None) -> str:
+    """A short fingerprint of tensors' shapes and values (and ``names``, when given)."""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for i, tensor in enumerate(tensors):
         t = tensor.detach().to("cpu", torch.float32).contiguous()
-        h.update(name.encode())
+        if names is not None:
+            h.update(names[i].encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:20]
 
 
-def tensors_digest(tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
+def module_digest(module: nn.Module) -> str:
+    """A module's weights fingerprinted: the cache key of anything derived from them, so a
+    retrained decoder never meets a stale calibration."""
+    state = module.state_dict()
+    return tensors_digest(list(state.values()), names=list(state))
 
 
 def cache_dir() -> Path:

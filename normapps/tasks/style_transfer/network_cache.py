@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 _CACHE: OrderedDict[tuple, Any] = OrderedDict()
-_LOCK = threading.Lock()
+# Re-entrant: a build may itself use the cache (an int8 decoder's calibration features).
+_LOCK = threading.RLock()
 
 
 def file_key(path: str | Path | None) -> tuple:

@@ -111,6 +111,8 @@ class Stylizer:
         self._digests: dict[str, str] = {}
         # The layers int8 keeps float run in bf16 where the CPU has native bf16.
         self._float_dtype = torch.bfloat16 if self.device.type == "cpu" and cpu_has_native_bf16() else None
+        # 7-bit activations where the CPU lacks VNNI (int16 saturation), all 8 bits with it.
+        self._reduce_range = not cpu_has_vnni()
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder = encoder.to(self.device, memory_format=self.memory_format).eval()
@@ -131,7 +133,7 @@ class Stylizer:
         return self._digests[name]
 
     def _int8_settings(self) -> tuple:
-        return (self.channels_last, not cpu_has_vnni(), str(self._float_dtype))
+        return (self.channels_last, self._reduce_range, str(self._float_dtype))
 
     def _quantized_encoder(self, photos: Sequence[torch.Tensor] | None = None) -> nn.Module:
         """The int8 encoder: calibrated on ``photos``, or by default on the bundled
@@ -143,12 +145,12 @@ class Stylizer:
 
         net = _Forward(self.encoder)
         last = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)][-1]
-        reduce_range = not cpu_has_vnni()
 
         def build() -> nn.Module:
             set_int8_engine()
             example = self._fmt(torch.zeros(1, 3, 64, 64, device=self.device))
-            prepared = prepare_fx_model(net, example, reduce_range=reduce_range, float_modules=[last])
+            prepared = prepare_fx_model(net, example, reduce_range=self._reduce_range,
+                                        float_modules=[last])
             key = None if photos is not None else observer_key("encoder", self._digest("encoder"))
             state = load_cached_observers(key) if key else None
             if state is not None:
@@ -182,9 +184,16 @@ class Stylizer:
         net = _Forward(self.decoder)
         first = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
 
+        def features(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            return [self.encoder(self._fmt(calibration_size(x.to(self.device)))) for x in images]
+
         def build() -> nn.Module:
-            images = photos if photos is not None else calibration_photos(DECODER_PHOTOS)
-            feats = [self.encoder(self._fmt(calibration_size(x.to(self.device)))) for x in images]
+            if photos is not None:
+                feats = features(photos)
+            else:  # the bundled photos' float features, encoded once per encoder in a process
+                feats = network_cache.cached(
+                    ("int8-decoder-photos", self._digest("encoder"), self.channels_last),
+                    lambda: features(calibration_photos(DECODER_PHOTOS)), max_entries=2)
             if photos is None:
                 # One pass per photo or per style, whichever is more (photo k with style k),
                 # not every pair: each pass through the observed decoder costs ~0.5 s at 256 px.
@@ -193,7 +202,7 @@ class Stylizer:
             else:
                 pairs = [(f, code) for f in feats for code in styles]
             targets = [self._fmt(self.target(f, [code])) for f, code in pairs]
-            gm = quantize_fx(net, targets, example=targets[0], reduce_range=not cpu_has_vnni(),
+            gm = quantize_fx(net, targets, example=targets[0], reduce_range=self._reduce_range,
                              float_modules=[first])
             return autocast_submodules(gm, [first], self._float_dtype) if self._float_dtype else gm
 
