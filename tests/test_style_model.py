@@ -341,6 +341,26 @@ def test_training_step_updates_only_the_decoder():
     assert out.shape == (2, 3, 64, 64)
 
 
+def test_identity_loss_adds_the_decoders_reconstruction_error():
+    """identity_weight * MSE(decode(encode(x)), x) over contents and styles, on top of the paper's losses."""
+    from normapps.tasks.style_transfer.module import StyleTransferModule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = StyleTransferModule(encoder={"weights": "random"})
+        with_id = StyleTransferModule(encoder={"weights": "random"}, identity_weight=50.0)
+    with_id.load_state_dict(plain.state_dict())
+    content, style = images(2, seed=24), images(2, seed=25)
+    base = plain.losses(content, style)[0]
+    loss = with_id.losses(content, style)[0]
+    with torch.no_grad():
+        x = torch.cat([content, style])
+        expected = torch.nn.functional.mse_loss(with_id.decoder(with_id.encoder(x)), x)
+    assert torch.allclose(with_id.identity_loss, expected, rtol=1e-5)
+    assert torch.allclose(loss, base + 50.0 * expected, rtol=1e-5)
+    assert not hasattr(plain, "identity_loss")
+
+
 @pytest.mark.slow
 def test_4096_content_stylizes_within_cpu_memory(tmp_path):
     """A 4096x4096 content, tiled: global statistics, peak RSS well under a 24 GB machine."""

@@ -146,7 +146,8 @@ class StyleTransferModule(NormappsModule):
             images = torch.cat([content, style], dim=0)
             with torch.no_grad():
                 own = self.encoder(self._prep(images))
-            loss = loss + hp.identity_weight * F.mse_loss(self.decoder(own).float(), images.float())
+            self.identity_loss = F.mse_loss(self.decoder(own).float(), images.float())
+            loss = loss + hp.identity_weight * self.identity_loss
         return loss, loss_c, loss_s, output
 
     def training_step(self, batch, batch_idx):
@@ -156,6 +157,8 @@ class StyleTransferModule(NormappsModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/content_loss", loss_c, batch_size=n)
         self.log("train/style_loss", loss_s, batch_size=n)
+        if self.hparams.get("identity_weight", 0.0) > 0:
+            self.log("train/identity_loss", self.identity_loss, batch_size=n)
         return loss
 
     def _eval_step(self, batch, batch_idx, stage: str) -> None:
@@ -165,6 +168,8 @@ class StyleTransferModule(NormappsModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n)
         self.log(f"{stage}/content_loss", loss_c, batch_size=n)
         self.log(f"{stage}/style_loss", loss_s, batch_size=n)
+        if self.hparams.get("identity_weight", 0.0) > 0:
+            self.log(f"{stage}/identity_loss", self.identity_loss, batch_size=n)
         if batch_idx == 0:
             k = self.hparams.max_logged_samples
             log_image(self, f"{stage}/samples", sample_grid(content[:k], style[:k], output[:k]),
