@@ -44,11 +44,14 @@ def test_train_two_steps_then_infer_a_folder_with_a_mask(tmp_path, inputs):
     run = tmp_path / "run"
     summary = train(run, "task=style_transfer", "trainer=debug", "logger=csv",
                     "model.encoder.weights=random", "data.bundled_load_size=64",
-                    "data.bundled_crop_size=64", "data.batch_size=2")
+                    "data.bundled_crop_size=64", "data.val_crop_size=96", "data.batch_size=2")
     assert summary["task"] == "style_transfer"
     for key in ("val/content_loss", "val/style_loss", "test/content_loss"):
         assert np.isfinite(summary["metrics"][key])
-    assert list((run / "images").glob("val_samples_step*.png")), "no content|style|output grid"
+    grids = sorted((run / "images").glob("val_samples_step*.png"))
+    assert grids, "no content|style|output grid"
+    # held-out pairs at data.val_crop_size (96), not the 64 px training crops: 3 tiles a row
+    assert 3 * 96 <= Image.open(grids[0]).size[0] < 4 * 96
     ckpt = summary["last_checkpoint"]
 
     out = tmp_path / "out"
@@ -147,3 +150,14 @@ def test_same_named_contents_in_sub_folders_get_separate_outputs(tmp_path):
     assert root == (tmp_path / "photos").resolve()
     out = [output_path(tmp_path / "out", p.resolve(), root, ["x.jpg"]) for p in contents]
     assert out == [tmp_path / "out" / "a_stylized_x.png", tmp_path / "out" / "trip" / "a_stylized_x.png"]
+
+
+@pytest.mark.parametrize("value, match", [(4, "data.val_crop_size must be >= 8"),
+                                          ("big", "data.val_crop_size='big'")])
+def test_bad_val_crop_size_is_refused_by_the_preflight(value, match):
+    from normapps.platform.options import OptionError
+    from normapps.tasks.style_transfer.options import check_style_data_args
+
+    with pytest.raises(OptionError, match=match):
+        check_style_data_args({"val_crop_size": value})
+    check_style_data_args({"val_crop_size": None})  # null: the training crop size

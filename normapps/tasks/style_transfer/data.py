@@ -115,6 +115,7 @@ class StyleDataModule(pl.LightningDataModule):
         samples_per_epoch: int = 10000,
         val_images: int = 2,
         val_pairs: int = 4,
+        val_crop_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -127,13 +128,17 @@ class StyleDataModule(pl.LightningDataModule):
         self.bundled = content_dir is None
         self.load_size = bundled_load_size if self.bundled else load_size
         self.crop_size = bundled_crop_size if self.bundled else crop_size
+        # Held-out pairs may be shown larger than the training crops (the decoder is fully
+        # convolutional): at 128 px relu4_1 is 16x16, too coarse to judge the content's structure.
+        self.val_crop_size = val_crop_size or self.crop_size
+        self.val_load_size = round(self.load_size * self.val_crop_size / self.crop_size)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
         hp = self.hparams
         t_train = image_transform(self.load_size, self.crop_size, train=True)
-        t_eval = image_transform(self.load_size, self.crop_size, train=False)
+        t_eval = image_transform(self.val_load_size, self.val_crop_size, train=False)
         if self.bundled:
             log.info("style_transfer data: bundled scikit-image samples (%d px crops); set "
                      "data.content_dir and data.style_dir for real training", self.crop_size)

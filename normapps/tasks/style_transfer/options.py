@@ -92,6 +92,7 @@ def check_style_data_args(args: Mapping[str, Any], *, prefix: str = "data") -> N
         "samples_per_epoch": lambda k, v: as_int(k, v, min=1),
         "val_images": lambda k, v: as_int(k, v, min=1),
         "val_pairs": lambda k, v: as_int(k, v, min=1),
+        "val_crop_size": lambda k, v: as_int(k, v, min=8, allow_none=True),
         "num_workers": lambda k, v: as_int(k, v, min=0),
     }
     apply_checks(checks, args, prefix=prefix)
