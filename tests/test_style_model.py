@@ -347,18 +347,17 @@ def test_identity_loss_adds_the_decoders_reconstruction_error():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain = StyleTransferModule(encoder={"weights": "random"})
-        with_id = StyleTransferModule(encoder={"weights": "random"}, identity_weight=50.0)
-    with_id.load_state_dict(plain.state_dict())
+        module = StyleTransferModule(encoder={"weights": "random"})
     content, style = images(2, seed=24), images(2, seed=25)
-    base = plain.losses(content, style)[0]
-    loss = with_id.losses(content, style)[0]
+    base = module.losses(content, style)[0]
+    assert not hasattr(module, "identity_loss")  # weight 0: not computed
+    module.hparams.identity_weight = 50.0
+    loss = module.losses(content, style)[0]
     with torch.no_grad():
         x = torch.cat([content, style])
-        expected = torch.nn.functional.mse_loss(with_id.decoder(with_id.encoder(x)), x)
-    assert torch.allclose(with_id.identity_loss, expected, rtol=1e-5)
+        expected = torch.nn.functional.mse_loss(module.decoder(module.encoder(x)), x)
+    assert torch.allclose(module.identity_loss, expected, rtol=1e-5)
     assert torch.allclose(loss, base + 50.0 * expected, rtol=1e-5)
-    assert not hasattr(plain, "identity_loss")
 
 
 @pytest.mark.slow

@@ -412,3 +412,32 @@ def test_without_any_decoder_infer_says_which_weights_it_needs(monkeypatch):
     cfg = OmegaConf.create({"ckpt_path": None, "encoder_weights": None, "decoder_weights": None})
     with pytest.raises(ValueError, match="weights needed: ckpt_path=.*shipped decoder"):
         infer_mod.plan_weights(cfg)
+
+
+def test_activation_normalization_runs_once_per_weight_set(monkeypatch):
+    """A second encoder with the same weights reuses the scales (bit-for-bit the same network);
+    other weights get their own statistics pass."""
+    import warnings
+
+    from normapps.tasks.style_transfer import actnorm, encoder_sources, network_cache, vgg
+
+    network_cache.clear()
+    small = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(actnorm, "calibration_batch", lambda *a, **k: small)
+    calls = []
+    real = vgg.normalize_activations
+    monkeypatch.setattr(vgg, "normalize_activations", lambda enc: calls.append(1) or real(enc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, _ = vgg.build_encoder(weights="random", arch="vgg16")
+        b, _ = vgg.build_encoder(weights="random", arch="vgg16")
+        assert len(calls) == 1
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), k
+        assert all(torch.equal(x, y) for x, y in zip(a.info.actnorm_scales, b.info.actnorm_scales))
+        init = encoder_sources.init_random
+        monkeypatch.setattr(encoder_sources, "init_random", lambda enc, seed=0: init(enc, seed=1))
+        c, _ = vgg.build_encoder(weights="random", arch="vgg16")
+    assert len(calls) == 2
+    assert not torch.equal(c.info.actnorm_scales[0], a.info.actnorm_scales[0])
+    network_cache.clear()

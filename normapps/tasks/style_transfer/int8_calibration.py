@@ -18,7 +18,6 @@ held-out (content, style) pairs (docs/tasks/style_transfer.md, "int8"):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the digests key the caches: they live with the in-process cache
+from normapps.tasks.style_transfer.network_cache import module_digest, tensors_digest  # noqa: F401
 from normapps.tasks.style_transfer.vgg import ENCODER_STRIDE
 
 # Bundled photos (scikit-image / scikit-learn samples) the encoder is calibrated on. astronaut,
@@ -63,25 +64,6 @@ def calibration_size(x: torch.Tensor, size: int = CALIBRATION_SIZE) -> torch.Ten
         return x.float()
     shape = [max(ENCODER_STRIDE, round(d * size / short)) for d in x.shape[-2:]]
     return F.interpolate(x.float(), size=shape, mode="bilinear", antialias=True, align_corners=False)
-
-
-def tensors_digest(tensors, names=None) -> str:
-    """A short fingerprint of tensors' shapes and values (and ``names``, when given)."""
-    h = hashlib.sha256()
-    for i, tensor in enumerate(tensors):
-        t = tensor.detach().to("cpu", torch.float32).contiguous()
-        if names is not None:
-            h.update(names[i].encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
-def module_digest(module: nn.Module) -> str:
-    """A module's weights fingerprinted: the cache key of anything derived from them, so a
-    retrained decoder never meets a stale calibration."""
-    state = module.state_dict()
-    return tensors_digest(list(state.values()), names=list(state))
 
 
 def cache_dir() -> Path:

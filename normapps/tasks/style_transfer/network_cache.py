@@ -7,10 +7,14 @@ format and run them under no_grad, never change their weights.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
+from torch import nn
 
 _CACHE: OrderedDict[tuple, Any] = OrderedDict()
 # Re-entrant: a build may itself use the cache (an int8 decoder's calibration features).
@@ -44,3 +48,22 @@ def cached(key: tuple, build: Callable[[], Any], *, max_entries: int | None = No
 def clear() -> None:
     with _LOCK:
         _CACHE.clear()
+
+
+def tensors_digest(tensors, names=None) -> str:
+    """A short fingerprint of tensors' shapes and values (and ``names``, when given)."""
+    h = hashlib.sha256()
+    for i, tensor in enumerate(tensors):
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        if names is not None:
+            h.update(names[i].encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def module_digest(module: nn.Module) -> str:
+    """A module's weights fingerprinted: the cache key of anything derived from them, so a
+    retrained decoder never meets a stale calibration."""
+    state = module.state_dict()
+    return tensors_digest(list(state.values()), names=list(state))

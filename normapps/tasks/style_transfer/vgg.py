@@ -245,7 +245,21 @@ def build_encoder(*, weights: str = "auto", path: str | None = None, arch: str =
         apply_scales(encoder, recorded.actnorm_scales)
         scales = [torch.as_tensor(s) for s in recorded.actnorm_scales]
     elif normalize:
-        scales = normalize_activations(encoder)
+        # The statistics pass costs seconds on a CPU (16 images through the encoder) and the
+        # same weights always get the same scales: a process (the test suite, the demo, the
+        # evaluation scripts) pays it once per weight set; apply_scales is bit-for-bit the same.
+        from normapps.tasks.style_transfer import network_cache
+
+        computed: list = []
+
+        def statistics_pass() -> list:
+            computed.append(True)
+            return [s.clone() for s in normalize_activations(encoder)]
+
+        key = ("actnorm_scales", arch, padding, network_cache.module_digest(encoder))
+        scales = [s.clone() for s in network_cache.cached(key, statistics_pass, max_entries=8)]
+        if not computed:
+            apply_scales(encoder, scales)
     encoder.info = EncoderInfo(arch=arch, source=source, entry=entry,
                                sha256=sha256_of(file) if file is not None else None,
                                padding=padding, actnorm=normalize, actnorm_scales=scales)
