@@ -123,10 +123,10 @@ def test_the_decoder_is_calibrated_again_for_new_styles(nets, cache):
 
 def test_module_digest_changes_with_the_weights(nets):
     enc = copy.deepcopy(nets[1])
-    before = int8_calibration.module_digest(enc)
+    before = network_cache.module_digest(enc)
     with torch.no_grad():
         next(enc.parameters()).view(-1)[0] += 1e-3
-    assert int8_calibration.module_digest(enc) != before
+    assert network_cache.module_digest(enc) != before
 
 
 def test_calibration_refuses_empty_inputs(nets):

@@ -26,8 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# the digests key the caches: they live with the in-process cache
-from normapps.tasks.style_transfer.network_cache import module_digest, tensors_digest  # noqa: F401
 from normapps.tasks.style_transfer.vgg import ENCODER_STRIDE
 
 # Bundled photos (scikit-image / scikit-learn samples) the encoder is calibrated on. astronaut,

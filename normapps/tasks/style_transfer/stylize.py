@@ -19,9 +19,9 @@ from normapps.tasks.style_transfer import network_cache
 from normapps.tasks.style_transfer.decoder import DECODER_MARGIN, DECODER_SCALE
 from normapps.tasks.style_transfer.int8_calibration import (DECODER_PHOTOS, ENCODER_PHOTOS,
                                                             calibration_photos, calibration_size,
-                                                            load_cached_observers, module_digest,
-                                                            observer_key, save_observers,
-                                                            tensors_digest)
+                                                            load_cached_observers, observer_key,
+                                                            save_observers)
+from normapps.tasks.style_transfer.network_cache import module_digest, tensors_digest
 from normapps.tasks.style_transfer.tiling import tiled_apply
 from normapps.tasks.style_transfer.vgg import ENCODER_MARGIN, ENCODER_STRIDE
 

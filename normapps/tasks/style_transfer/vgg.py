@@ -15,6 +15,7 @@ hold for every encoder.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -247,19 +248,15 @@ def build_encoder(*, weights: str = "auto", path: str | None = None, arch: str =
     elif normalize:
         # The statistics pass costs seconds on a CPU (16 images through the encoder) and the
         # same weights always get the same scales: a process (the test suite, the demo, the
-        # evaluation scripts) pays it once per weight set; apply_scales is bit-for-bit the same.
+        # evaluation scripts) pays it once per weight set. It runs on a copy; apply_scales then
+        # gives the encoder bit for bit what normalizing it in place would.
         from normapps.tasks.style_transfer import network_cache
 
-        computed: list = []
-
-        def statistics_pass() -> list:
-            computed.append(True)
-            return [s.clone() for s in normalize_activations(encoder)]
-
         key = ("actnorm_scales", arch, padding, network_cache.module_digest(encoder))
-        scales = [s.clone() for s in network_cache.cached(key, statistics_pass, max_entries=8)]
-        if not computed:
-            apply_scales(encoder, scales)
+        scales = network_cache.cached(key, lambda: normalize_activations(copy.deepcopy(encoder)),
+                                      max_entries=8)
+        apply_scales(encoder, scales)
+        scales = [s.clone() for s in scales]  # the record's own copy, never the cache's
     encoder.info = EncoderInfo(arch=arch, source=source, entry=entry,
                                sha256=sha256_of(file) if file is not None else None,
                                padding=padding, actnorm=normalize, actnorm_scales=scales)
